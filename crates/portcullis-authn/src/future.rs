@@ -1,0 +1,123 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use portcullis_core::{AuthError, PendingVerification, RequestId};
+use tower_service::Service;
+
+pin_project! {
+    /// Response future for [`Authenticate`](crate::Authenticate).
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Verifying {
+            verifying: PendingVerification,
+            req: Option<Request<ReqBody>>,
+            inner: S,
+            realm: Arc<str>,
+        },
+        Inner {
+            #[pin]
+            fut: S::Future,
+        },
+        Reject {
+            res: Option<S::Response>,
+        },
+    }
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    pub(crate) fn inner(fut: S::Future) -> Self {
+        Self {
+            kind: Kind::Inner { fut },
+        }
+    }
+
+    pub(crate) fn reject(err: &AuthError, realm: &str, req: &Request<ReqBody>) -> Self {
+        let request_id = RequestId::from_headers(req.headers());
+        Self {
+            kind: Kind::Reject {
+                res: Some(err.to_response(realm, &request_id)),
+            },
+        }
+    }
+
+    pub(crate) fn verifying(
+        verifying: PendingVerification,
+        req: Request<ReqBody>,
+        inner: S,
+        realm: Arc<str>,
+    ) -> Self {
+        Self {
+            kind: Kind::Verifying {
+                verifying,
+                req: Some(req),
+                inner,
+                realm,
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.kind.as_mut().project() {
+                KindProj::Verifying {
+                    verifying,
+                    req,
+                    inner,
+                    realm,
+                } => {
+                    let outcome = ready!(verifying.as_mut().poll(cx));
+                    let mut req = req.take().expect("polled after completion");
+                    match outcome {
+                        Ok(principal) => {
+                            req.extensions_mut().insert(principal);
+                            let fut = inner.call(req);
+                            this.kind.set(Kind::Inner { fut });
+                        }
+                        Err(err) => {
+                            let request_id = RequestId::from_headers(req.headers());
+                            let res = err.to_response(realm, &request_id);
+                            return Poll::Ready(Ok(res));
+                        }
+                    }
+                }
+                KindProj::Inner { fut } => return fut.poll(cx),
+                KindProj::Reject { res } => {
+                    return Poll::Ready(Ok(res.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}

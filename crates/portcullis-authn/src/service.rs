@@ -1,0 +1,91 @@
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use portcullis_core::{Verification, VerifyCredential, bearer_credential};
+use tower_service::Service;
+
+use crate::{AuthenticateLayer, ResponseFuture};
+
+/// Middleware that authenticates the bearer credential of each request and inserts the
+/// [`Principal`](portcullis_core::Principal) into its extensions.
+///
+/// See the [module docs](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct Authenticate<S, V> {
+    pub(crate) inner: S,
+    pub(crate) verifier: V,
+    pub(crate) realm: Arc<str>,
+}
+
+impl<S, V> Authenticate<S, V> {
+    /// Create a new `Authenticate` around `inner`.
+    pub fn new(inner: S, verifier: V) -> Self {
+        let layer = AuthenticateLayer::new(verifier);
+        Self {
+            inner,
+            verifier: layer.verifier,
+            realm: layer.realm,
+        }
+    }
+
+    /// Returns a new [`Layer`](tower_layer::Layer) that wraps services with an `Authenticate`.
+    pub fn layer(verifier: V) -> AuthenticateLayer<V> {
+        AuthenticateLayer::new(verifier)
+    }
+
+    /// Gets a reference to the underlying service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the underlying service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the underlying service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, V, ReqBody, ResBody> Service<Request<ReqBody>> for Authenticate<S, V>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    V: VerifyCredential,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let verification = match bearer_credential(req.headers()) {
+            Ok(credential) => self.verifier.verify(credential),
+            Err(err) => return ResponseFuture::reject(&err, &self.realm, &req),
+        };
+        match verification {
+            Verification::Ready(Ok(principal)) => {
+                req.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Verification::Ready(Err(err)) => ResponseFuture::reject(&err, &self.realm, &req),
+            Verification::Pending(verifying) => {
+                // mem::replace: the service that was polled ready is the one that gets called;
+                // see https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::verifying(verifying, req, inner, self.realm.clone())
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Middleware that fixes the one organization a request acts in.
+//!
+//! The organization is the principal's active one (Clerk `org_id` / `o.id`, or an API key's
+//! org). An organization the request names — the `{org}` segment of the matched axum route, or a
+//! configured header — must be that one, else the request is refused with 403 `org_forbidden`
+//! and the inner service is never called. A principal without an active organization is refused
+//! the same way. On success the [`OrgId`] is inserted into the request's extensions, where the
+//! [`OrgId`] extractor finds it.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use portcullis_authz::OrgContextLayer;
+//! use portcullis_core::{OrgId, OrgMembership, Principal, PrincipalKind};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main] async fn main() {
+//! let app = Router::new()
+//!     .route("/orgs/{org}/reports", get(|org: OrgId| async move { org.to_string() }))
+//!     .route_layer(OrgContextLayer::new());
+//!
+//! // What an authentication layer would have inserted:
+//! let alice = Principal::builder(PrincipalKind::User, "user_alice")
+//!     .org(OrgMembership::new(OrgId::new("org_a").unwrap()))
+//!     .build();
+//!
+//! let req = |path: &str| {
+//!     let mut req = Request::get(path).body(Body::empty()).unwrap();
+//!     req.extensions_mut().insert(alice.clone());
+//!     req
+//! };
+//! let res = app.clone().oneshot(req("/orgs/org_a/reports")).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! let res = app.oneshot(req("/orgs/org_b/reports")).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::FORBIDDEN);
+//! # }
+//! ```
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::extract::{FromRequestParts, RawPathParams, rejection::RawPathParamsRejection};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderName, Request, Response};
+use portcullis_core::{AuthError, DEFAULT_REALM, OrgId, Principal};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+
+/// The axum path parameter that names the organization by default.
+pub const DEFAULT_ORG_PARAM: &str = "org";
+
+/// Layer that applies [`OrgContext`], which fixes the organization of each request.
+///
+/// See the [module docs](self) for an example.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct OrgContextLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Debug)]
+struct Config {
+    path_param: Option<Box<str>>,
+    header: Option<HeaderName>,
+    realm: Box<str>,
+}
+
+impl Default for OrgContextLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OrgContextLayer {
+    /// Create a new `OrgContextLayer` that compares the `{org}` path parameter, when the matched
+    /// route has one, with the principal's organization.
+    pub fn new() -> Self {
+        Self {
+            config: Arc::new(Config {
+                path_param: Some(DEFAULT_ORG_PARAM.into()),
+                header: None,
+                realm: DEFAULT_REALM.into(),
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::get_mut(&mut self.config).expect("configured before use")
+    }
+
+    /// The name of the path parameter that names the organization (default `org`).
+    pub fn path_param(mut self, name: &str) -> Self {
+        self.config_mut().path_param = Some(name.into());
+        self
+    }
+
+    /// Ignore path parameters.
+    pub fn no_path_param(mut self) -> Self {
+        self.config_mut().path_param = None;
+        self
+    }
+
+    /// A request header that may name the organization (for example `x-org-id`); when present it
+    /// must appear once and equal the principal's organization.
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.config_mut().header = Some(name);
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate` challenges.
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.config_mut().realm = realm.into();
+        self
+    }
+}
+
+impl<S> Layer<S> for OrgContextLayer {
+    type Service = OrgContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OrgContext {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Middleware that fixes the organization of each request; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct OrgContext<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> OrgContext<S> {
+    /// Returns a new [`Layer`] that wraps services with an `OrgContext`.
+    pub fn layer() -> OrgContextLayer {
+        OrgContextLayer::new()
+    }
+
+    crate::define_inner_service_accessors!();
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OrgContext<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match self.check(req) {
+            Ok(req) => ResponseFuture::inner(self.inner.call(req)),
+            Err((err, req)) => ResponseFuture::reject(&err, &self.config.realm, req.headers()),
+        }
+    }
+}
+
+impl<S> OrgContext<S> {
+    #[allow(clippy::result_large_err)]
+    fn check<B>(&self, req: Request<B>) -> Result<Request<B>, (AuthError, Request<B>)> {
+        let Some(principal) = req.extensions().get::<Principal>() else {
+            return Err((
+                AuthError::Misconfigured {
+                    missing: "Principal",
+                },
+                req,
+            ));
+        };
+        let Some(org) = principal.org_id().cloned() else {
+            return Err((
+                AuthError::org_forbidden("the credential has no active organization"),
+                req,
+            ));
+        };
+        if let Some(name) = &self.config.header {
+            let mut values = req.headers().get_all(name).iter();
+            let named = values.next();
+            let ambiguous = values.next().is_some();
+            if ambiguous || named.is_some_and(|n| n.as_bytes() != org.as_bytes()) {
+                return Err((
+                    AuthError::org_forbidden(
+                        "the organization of the request is not the credential's",
+                    ),
+                    req,
+                ));
+            }
+        }
+        let (mut parts, body) = req.into_parts();
+        if let Some(param) = &self.config.path_param {
+            let named_ok = match RawPathParams::from_request_parts(&mut parts, &()).now_or_never() {
+                Some(Ok(params)) => params
+                    .iter()
+                    .all(|(key, value)| key != &**param || value == org.as_str()),
+                // Not behind axum routing: there are no path parameters to compare.
+                Some(Err(RawPathParamsRejection::MissingPathParams(_))) => true,
+                // A parameter that is not UTF-8 names no organization the principal has.
+                Some(Err(_)) | None => false,
+            };
+            if !named_ok {
+                return Err((
+                    AuthError::org_forbidden(
+                        "the organization of the request is not the credential's",
+                    ),
+                    Request::from_parts(parts, body),
+                ));
+            }
+        }
+        parts.extensions.insert::<OrgId>(org);
+        Ok(Request::from_parts(parts, body))
+    }
+}

@@ -1,0 +1,62 @@
+//! The interface between the authentication layer and whatever checks credentials.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use crate::{AuthError, Principal};
+
+/// A boxed verification that must wait for I/O (a JWKS fetch, a key-store query).
+pub type PendingVerification =
+    Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send + 'static>>;
+
+/// The outcome of [`VerifyCredential::verify`]: decided at once, or after some I/O.
+///
+/// A credential seen before is answered `Ready` from a cache without allocating a future; only
+/// the cold path boxes one.
+pub enum Verification {
+    /// Decided without waiting.
+    Ready(Result<Principal, AuthError>),
+    /// Decided once the future completes.
+    Pending(PendingVerification),
+}
+
+impl Verification {
+    /// Wait for the outcome.
+    pub async fn resolve(self) -> Result<Principal, AuthError> {
+        match self {
+            Self::Ready(r) => r,
+            Self::Pending(f) => f.await,
+        }
+    }
+}
+
+impl fmt::Debug for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Self::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
+impl From<Result<Principal, AuthError>> for Verification {
+    fn from(r: Result<Principal, AuthError>) -> Self {
+        Self::Ready(r)
+    }
+}
+
+/// Checks a bearer credential and says who presented it.
+///
+/// Implemented by the JWT verifier and the API-key verifier; the authentication layer calls it
+/// once per request with the credential of the `Authorization` header (already checked for
+/// shape and size). Implementations answer every bad credential with
+/// [`AuthError::InvalidToken`] and every outage of theirs with [`AuthError::Unavailable`].
+pub trait VerifyCredential: Send + Sync + 'static {
+    /// Verify `credential`.
+    fn verify(&self, credential: &str) -> Verification;
+}
+
+impl<V: VerifyCredential + ?Sized> VerifyCredential for Arc<V> {
+    fn verify(&self, credential: &str) -> Verification {
+        (**self).verify(credential)
+    }
+}
