@@ -31,15 +31,30 @@ const MAX_MASK_DIGITS: usize = 2048;
 
 /// Permissions decoded from a v2 token.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct V2Permissions {
-    /// `feature:permission` names.
-    pub(crate) permissions: Permissions<Vec<String>>,
-    /// The two readings of `fpm` differed.
-    pub(crate) ambiguous: bool,
+pub struct V2Permissions {
+    /// `feature:permission` names, sorted.
+    pub permissions: Permissions<Vec<String>>,
+    /// The two readings of `fpm` differed (only with [`FpmAlignment::Intersect`]).
+    pub ambiguous: bool,
 }
 
-/// Decode the permissions of a v2 token's `o.per`/`o.fpm` against `fea`.
-pub(crate) fn decode_v2(
+/// Decode the permissions of a v2 token's `o.per` and `o.fpm` against `fea`.
+///
+/// `per` or `fpm` absent is a missing claim; `fea` absent, or an entry of it without a colon, is a
+/// malformed one (nothing granted, no role fallback); a mask that is not decimal digits grants
+/// nothing for its feature.
+///
+/// ```
+/// use portcullis_core::Permissions;
+/// use portcullis_jwt::clerk::{FpmAlignment, decode_v2};
+///
+/// let decoded = decode_v2(Some("o:dashboard,o:teams"), Some("manage,read"), Some("3,2"), FpmAlignment::Intersect);
+/// assert_eq!(
+///     decoded.permissions,
+///     Permissions::Listed(vec!["dashboard:manage".into(), "dashboard:read".into(), "teams:read".into()])
+/// );
+/// ```
+pub fn decode_v2(
     fea: Option<&str>,
     per: Option<&str>,
     fpm: Option<&str>,
@@ -299,5 +314,22 @@ mod tests {
     #[test]
     fn user_features_grant_nothing() {
         assert!(decode("u:a", "read", "1").0.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_intersection_is_within_both_readings(
+            fea in "[a-z:,ou ]{0,40}",
+            per in "[a-z, ]{0,30}",
+            fpm in "[0-9, x.-]{0,60}",
+        ) {
+            let get = |a| decode_v2(Some(&fea), Some(&per), Some(&fpm), a).permissions;
+            let both = get(FpmAlignment::Intersect);
+            if let (Permissions::Listed(i), Permissions::Listed(js), Permissions::Listed(docs)) =
+                (both, get(FpmAlignment::OrgFeatures), get(FpmAlignment::AllFeatures))
+            {
+                proptest::prop_assert!(i.iter().all(|p| js.contains(p) && docs.contains(p)));
+            }
+        }
     }
 }

@@ -32,8 +32,13 @@ fn sign(key: &KeyPair, claims: &Value) -> String {
         b64(claims.to_string().as_bytes())
     );
     let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message.as_bytes(), &mut sig)
-        .expect("signing works");
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        message.as_bytes(),
+        &mut sig,
+    )
+    .expect("signing works");
     format!("{message}.{}", b64(&sig))
 }
 
@@ -45,7 +50,10 @@ async fn main() {
                 .unwrap_or_else(|_| "info,portcullis=debug".into()),
         )
         .init();
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let issuer = format!("http://{addr}");
 
@@ -82,25 +90,51 @@ async fn main() {
         .layer(AuthenticateLayer::new(verifier))
         .route("/.well-known/jwks.json", get(move || async move { Json(jwks) }));
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let token = |sub: &str, org: &str, role: &str, perms: &[&str]| {
-        sign(&key, &json!({
-            "iss": issuer, "sub": sub, "sid": format!("sess_{sub}"), "iat": now, "nbf": now,
-            "exp": now + 3600, "org_id": org, "org_role": format!("org:{role}"),
-            "org_permissions": perms.iter().map(|p| format!("org:{p}")).collect::<Vec<_>>(),
-        }))
+        sign(
+            &key,
+            &json!({
+                "iss": issuer, "sub": sub, "sid": format!("sess_{sub}"), "iat": now, "nbf": now,
+                "exp": now + 3600, "org_id": org, "org_role": format!("org:{role}"),
+                "org_permissions": perms.iter().map(|p| format!("org:{p}")).collect::<Vec<_>>(),
+            }),
+        )
     };
-    let admin = token("user_admin", "org_a", "admin", &["comps:read", "reports:write", "api_keys:manage"]);
+    let admin = token(
+        "user_admin",
+        "org_a",
+        "admin",
+        &["comps:read", "reports:write", "api_keys:manage"],
+    );
     let viewer = token("user_viewer", "org_a", "read_only", &["comps:read"]);
-    let other = token("user_other", "org_b", "admin", &["comps:read", "reports:write"]);
+    let other = token(
+        "user_other",
+        "org_b",
+        "admin",
+        &["comps:read", "reports:write"],
+    );
     let base = format!("http://{addr}/api/v1/orgs/org_a");
     println!("Portcullis demo on http://{addr} (tokens valid for an hour)\n");
-    println!("# 200: an admin of org_a reads comps\ncurl -i {base}/comps -H 'Authorization: Bearer {admin}'\n");
-    println!("# 403 insufficient_scope: a read_only member of org_a writes a report\ncurl -i -X POST {base}/reports -H 'Authorization: Bearer {viewer}'\n");
-    println!("# 403 org_forbidden: an admin of org_b reads org_a\ncurl -i {base}/comps -H 'Authorization: Bearer {other}'\n");
-    println!("# 401: no credential, then a garbled one\ncurl -i {base}/comps\ncurl -i {base}/comps -H 'Authorization: Bearer not.a.token'\n");
+    println!(
+        "# 200: an admin of org_a reads comps\ncurl -i {base}/comps -H 'Authorization: Bearer {admin}'\n"
+    );
+    println!(
+        "# 403 insufficient_scope: a read_only member of org_a writes a report\ncurl -i -X POST {base}/reports -H 'Authorization: Bearer {viewer}'\n"
+    );
+    println!(
+        "# 403 org_forbidden: an admin of org_b reads org_a\ncurl -i {base}/comps -H 'Authorization: Bearer {other}'\n"
+    );
+    println!(
+        "# 401: no credential, then a garbled one\ncurl -i {base}/comps\ncurl -i {base}/comps -H 'Authorization: Bearer not.a.token'\n"
+    );
 
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("the port is free");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the port is free");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,140 @@
+//! Benchmarks, each against its baseline in the same run:
+//! - a request with a warm token through authenticate + org context + scopes, vs the same router
+//!   with no layers;
+//! - a cold RS256 verification (cache off), vs a bare `jsonwebtoken::decode` of the same token;
+//! - Clerk v2 `fpm` normalization alone.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+
+use axum::{Router, body::Body, routing::get};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portcullis_authn::AuthenticateLayer;
+use portcullis_authz::{OrgContextLayer, RequireScopesLayer};
+use portcullis_core::VerifyCredential;
+use portcullis_jwt::{
+    Issuer, JwtVerifier,
+    clerk::{FpmAlignment, decode_v2},
+};
+use support::*;
+use tower::{Service, ServiceExt};
+
+const ISS: &str = "https://clerk.example.com";
+
+fn verifier(cache: bool) -> JwtVerifier {
+    JwtVerifier::builder()
+        .issuer(Issuer::new(ISS).static_jwks(&jwks_of(&[&keys()[0]]).to_string()))
+        .scope_policy(Default::default())
+        .cache_capacity(if cache { 100_000 } else { 0 })
+        .build()
+        .unwrap()
+}
+
+fn request(token: &str) -> Request<Body> {
+    Request::get("/orgs/org_a/comps")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn warm_request(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let token = keys()[0].token(&with(claims(ISS), serde_json::json!({"exp": now() + 3600})));
+    let bare: Router = Router::new().route("/orgs/{org}/comps", get(|| async { "ok" }));
+    let layered: Router = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "ok" }))
+        .route_layer(RequireScopesLayer::all(["comps:read"]))
+        .route_layer(OrgContextLayer::new())
+        .layer(AuthenticateLayer::new(verifier(true)));
+    // The two authorization layers in one route_layer: axum boxes once per route_layer.
+    let one_stack: Router = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "ok" }))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(OrgContextLayer::new())
+                .layer(RequireScopesLayer::all(["comps:read"])),
+        )
+        .layer(AuthenticateLayer::new(verifier(true)));
+    let authn_only: Router = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "ok" }))
+        .layer(AuthenticateLayer::new(verifier(true)));
+    // Warm the token caches, and check each route really answers 200.
+    for r in [&layered, &one_stack, &authn_only] {
+        let res = rt.block_on(r.clone().oneshot(request(&token))).unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    let mut g = c.benchmark_group("warm_request");
+    for (name, router) in [
+        ("bare_axum", bare),
+        ("authn_only", authn_only),
+        ("authn_org_scopes", layered),
+        ("authn_org_scopes_one_route_layer", one_stack),
+    ] {
+        let mut svc = router.into_service::<Body>();
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let req = request(&token);
+                let fut = svc.call(req);
+                async move { black_box(fut.await.unwrap()) }
+            });
+        });
+    }
+    g.finish();
+}
+
+fn cold_rs256(c: &mut Criterion) {
+    let token = keys()[0].token(&with(claims(ISS), serde_json::json!({"exp": now() + 3600})));
+    let cold = verifier(false);
+    let jwk = keys()[0].jwk();
+    let key =
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[ISS]);
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).is_ok());
+
+    let mut g = c.benchmark_group("cold_rs256");
+    g.bench_function("jsonwebtoken_decode", |b| {
+        b.iter(|| {
+            black_box(
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation)
+                    .unwrap(),
+            )
+        });
+    });
+    g.bench_function("portcullis_verify", |b| {
+        b.iter(|| match cold.verify(black_box(&token)) {
+            portcullis_core::Verification::Ready(r) => black_box(r.unwrap()),
+            portcullis_core::Verification::Pending(_) => unreachable!("static keys"),
+        });
+    });
+    g.finish();
+}
+
+fn clerk_v2(c: &mut Criterion) {
+    let fea = "o:reservations,u:dashboard,uo:support-chat,o:impersonation,o:comps,o:reports";
+    let per = "read,write,manage,delete";
+    let fpm = "2,3,15,1,3";
+    c.bench_function("clerk_v2_normalization", |b| {
+        b.iter(|| {
+            black_box(decode_v2(
+                Some(black_box(fea)),
+                Some(per),
+                Some(fpm),
+                FpmAlignment::Intersect,
+            ))
+        });
+    });
+}
+
+criterion_group!(benches, warm_request, cold_rs256, clerk_v2);
+criterion_main!(benches);

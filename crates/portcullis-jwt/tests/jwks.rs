@@ -1,0 +1,131 @@
+//! JWKS outages: known keys keep working while the endpoint fails; with no keys the answer is
+//! 503, and verification recovers by itself once the endpoint returns.
+
+mod support;
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use http::StatusCode;
+use portcullis_core::AuthError;
+use portcullis_jwt::{Issuer, JwtVerifier};
+use support::*;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn cold_cache_with_failing_endpoint_is_503_then_recovers() {
+    let server = JwksServer::start(jwks_of(&[&keys()[0]])).await;
+    server.failing.store(true, Ordering::SeqCst);
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()))
+        .build()
+        .unwrap();
+    let (app, _) = app(verifier.clone());
+    let t = keys()[0].token(&claims(&server.issuer()));
+    let res = app
+        .clone()
+        .oneshot(get_with("/orgs/org_a/comps", &t))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(res).await["error"], "temporarily_unavailable");
+    assert!(!verifier.is_ready());
+    // Retried at most once a second while down.
+    let _ = app
+        .clone()
+        .oneshot(get_with("/orgs/org_a/comps", &t))
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 1);
+
+    server.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = app
+        .oneshot(get_with("/orgs/org_a/comps", &t))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "recovers by itself");
+    assert!(verifier.is_ready());
+}
+
+#[tokio::test]
+async fn known_keys_keep_working_while_the_endpoint_fails() {
+    let server = JwksServer::start(jwks_of(&[&keys()[0]])).await;
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()))
+        .jwks_cooldown(Duration::from_millis(50))
+        .cache_capacity(0)
+        .build()
+        .unwrap();
+    verifier.prefetch().await.unwrap();
+    server.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // An unknown kid causes a (failing) refetch; the known key still verifies afterwards.
+    let unknown = keys()[0].token_with(
+        serde_json::json!({"kid": "rotated"}),
+        &claims(&server.issuer()),
+    );
+    assert!(matches!(
+        verifier.verify_token(&unknown).await,
+        Err(AuthError::InvalidToken { .. })
+    ));
+    assert_eq!(server.fetches(), 2);
+    let t = keys()[0].token(&claims(&server.issuer()));
+    assert_eq!(verifier.verify_token(&t).await.unwrap().subject(), "user_1");
+}
+
+#[tokio::test]
+async fn discovery_must_name_the_same_issuer() {
+    let server = JwksServer::start(jwks_of(&[&keys()[0]])).await;
+    *server.discovery_issuer.lock().unwrap() = Some("https://impostor.example.com".into());
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()).discovery())
+        .build()
+        .unwrap();
+    let t = keys()[0].token(&claims(&server.issuer()));
+    assert!(matches!(
+        verifier.verify_token(&t).await,
+        Err(AuthError::Unavailable { .. })
+    ));
+    assert_eq!(
+        server.fetches(),
+        0,
+        "the JWKS of an impostor is never fetched"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_token_expires_with_its_exp() {
+    let server = JwksServer::start(jwks_of(&[&keys()[0]])).await;
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()))
+        .leeway(Duration::ZERO)
+        .build()
+        .unwrap();
+    let t = keys()[0].token(&with(
+        claims(&server.issuer()),
+        serde_json::json!({"exp": now() + 1}),
+    ));
+    assert!(verifier.verify_token(&t).await.is_ok());
+    assert!(verifier.verify_token(&t).await.is_ok(), "from the cache");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        verifier.verify_token(&t).await.is_err(),
+        "never past exp, cached or not"
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let e = JwtVerifier::builder().build().unwrap_err();
+    assert_eq!(e.key(), "issuers");
+    let e = JwtVerifier::builder()
+        .issuer(Issuer::new("ftp://clerk.example.com"))
+        .build()
+        .unwrap_err();
+    assert!(e.key().ends_with(".issuer"), "{e}");
+    let e = JwtVerifier::builder()
+        .issuer(Issuer::new("https://a.example.com").static_jwks("{}"))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("jwks"), "{e}");
+}
