@@ -28,11 +28,9 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
+        // Boxed: the cold path is rare, and the hot path keeps a future no larger than the inner one.
         Verifying {
-            verifying: PendingVerification,
-            req: Option<Request<ReqBody>>,
-            inner: S,
-            realm: Arc<str>,
+            state: Box<Verifying<S, ReqBody>>,
         },
         Inner {
             #[pin]
@@ -42,6 +40,13 @@ pin_project! {
             res: Option<S::Response>,
         },
     }
+}
+
+struct Verifying<S, ReqBody> {
+    verifying: PendingVerification,
+    req: Option<Request<ReqBody>>,
+    inner: S,
+    realm: Arc<str>,
 }
 
 impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody>
@@ -72,10 +77,12 @@ where
     ) -> Self {
         Self {
             kind: Kind::Verifying {
-                verifying,
-                req: Some(req),
-                inner,
-                realm,
+                state: Box::new(Verifying {
+                    verifying,
+                    req: Some(req),
+                    inner,
+                    realm,
+                }),
             },
         }
     }
@@ -92,23 +99,18 @@ where
         loop {
             let mut this = self.as_mut().project();
             match this.kind.as_mut().project() {
-                KindProj::Verifying {
-                    verifying,
-                    req,
-                    inner,
-                    realm,
-                } => {
-                    let outcome = ready!(verifying.as_mut().poll(cx));
-                    let mut req = req.take().expect("polled after completion");
+                KindProj::Verifying { state } => {
+                    let outcome = ready!(state.verifying.as_mut().poll(cx));
+                    let mut req = state.req.take().expect("polled after completion");
                     match outcome {
                         Ok(principal) => {
                             req.extensions_mut().insert(principal);
-                            let fut = inner.call(req);
+                            let fut = state.inner.call(req);
                             this.kind.set(Kind::Inner { fut });
                         }
                         Err(err) => {
                             let request_id = RequestId::from_headers(req.headers());
-                            let res = err.to_response(realm, &request_id);
+                            let res = err.to_response(&state.realm, &request_id);
                             return Poll::Ready(Ok(res));
                         }
                     }

@@ -1,6 +1,7 @@
 //! Benchmarks, each against its baseline in the same run:
 //! - a request with a warm token through authenticate + org context + scopes, vs the same router
-//!   with no layers;
+//!   with no layers (composed as three axum layers, and as one tower stack in one `route_layer`);
+//! - a warm verification alone, and the bearer header parse;
 //! - a cold RS256 verification (cache off), vs a bare `jsonwebtoken::decode` of the same token;
 //! - Clerk v2 `fpm` normalization alone.
 
@@ -61,11 +62,24 @@ fn warm_request(c: &mut Criterion) {
                 .layer(RequireScopesLayer::all(["comps:read"])),
         )
         .layer(AuthenticateLayer::new(verifier(true)));
+    // What axum's per-layer wrapping costs by itself.
+    let noop_layer: Router = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "ok" }))
+        .layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r));
+    // All three as one tower stack in one route_layer: one axum boxing level in all.
+    let tower_stack: Router = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "ok" }))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(AuthenticateLayer::new(verifier(true)))
+                .layer(OrgContextLayer::new())
+                .layer(RequireScopesLayer::all(["comps:read"])),
+        );
     let authn_only: Router = Router::new()
         .route("/orgs/{org}/comps", get(|| async { "ok" }))
         .layer(AuthenticateLayer::new(verifier(true)));
     // Warm the token caches, and check each route really answers 200.
-    for r in [&layered, &one_stack, &authn_only] {
+    for r in [&layered, &one_stack, &authn_only, &tower_stack] {
         let res = rt.block_on(r.clone().oneshot(request(&token))).unwrap();
         assert_eq!(res.status(), 200);
     }
@@ -73,9 +87,11 @@ fn warm_request(c: &mut Criterion) {
     let mut g = c.benchmark_group("warm_request");
     for (name, router) in [
         ("bare_axum", bare),
+        ("noop_layer", noop_layer),
         ("authn_only", authn_only),
         ("authn_org_scopes", layered),
         ("authn_org_scopes_one_route_layer", one_stack),
+        ("authn_org_scopes_tower_stack", tower_stack),
     ] {
         let mut svc = router.into_service::<Body>();
         g.bench_function(name, |b| {
@@ -87,6 +103,28 @@ fn warm_request(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn warm_verify(c: &mut Criterion) {
+    let token = keys()[0].token(&with(claims(ISS), serde_json::json!({"exp": now() + 3600})));
+    let warm = verifier(true);
+    let _ = warm.verify(&token);
+    let req = request(&token);
+    c.bench_function("bearer_parse", |b| {
+        b.iter(|| {
+            black_box(
+                portcullis_core::bearer_credential(black_box(req.headers()))
+                    .unwrap()
+                    .len(),
+            );
+        });
+    });
+    c.bench_function("warm_verify", |b| {
+        b.iter(|| match warm.verify(black_box(&token)) {
+            portcullis_core::Verification::Ready(r) => black_box(r.unwrap()),
+            portcullis_core::Verification::Pending(_) => unreachable!("cached"),
+        });
+    });
 }
 
 fn cold_rs256(c: &mut Criterion) {
@@ -136,5 +174,5 @@ fn clerk_v2(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, warm_request, cold_rs256, clerk_v2);
+criterion_group!(benches, warm_request, warm_verify, cold_rs256, clerk_v2);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use moka::{Expiry, sync::Cache};
+use moka::sync::Cache;
 use portcullis_core::{
     Actor, AuthError, ConfigError, CredentialId, FactorAge, OrgId, OrgMembership, Permissions,
     Principal, PrincipalKind, ScopePolicy, Verification, VerifyCredential,
@@ -69,7 +69,7 @@ pub struct JwtVerifier(Arc<Shared>);
 struct Shared {
     issuers: Box<[IssuerState]>,
     keys: Cache<Arc<str>, Arc<KeySet>>,
-    tokens: Option<Cache<u64, Arc<Verified>, BuildHasherDefault<IdentityHasher>>>,
+    tokens: Option<TokenCache>,
     hasher: ahash::RandomState,
     policy: ScopePolicy,
     alignment: FpmAlignment,
@@ -90,11 +90,19 @@ struct IssuerState {
     background: AtomicBool,
 }
 
+/// Verified tokens by keyed hash. Entries are bounded in number and checked against `exp` on
+/// every hit, so none is ever used past its expiry.
+type TokenCache = quick_cache::sync::Cache<
+    u64,
+    Arc<Verified>,
+    quick_cache::UnitWeighter,
+    BuildHasherDefault<IdentityHasher>,
+>;
+
 struct Verified {
     token: Box<str>,
     principal: Principal,
     exp: i64,
-    ttl: Duration,
 }
 
 /// The outcome of checking a token against the keys at hand.
@@ -144,7 +152,7 @@ impl VerifyCredential for JwtVerifier {
     fn verify(&self, token: &str) -> Verification {
         let shared = &self.0;
         let now = unix_now();
-        let hash = shared.hasher.hash_one(token);
+        let hash = shared.cache_key(token);
         if let Some(cache) = &shared.tokens
             && let Some(hit) = cache.get(&hash)
             && constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
@@ -152,7 +160,7 @@ impl VerifyCredential for JwtVerifier {
             return Verification::Ready(if now < hit.exp.saturating_add(shared.leeway) {
                 Ok(hit.principal.clone())
             } else {
-                cache.invalidate(&hash);
+                cache.remove(&hash);
                 Err(AuthError::invalid_token("the access token expired"))
             });
         }
@@ -175,6 +183,15 @@ impl VerifyCredential for JwtVerifier {
 }
 
 impl Shared {
+    /// The cache key of a token: a keyed hash of its last 64 bytes (its signature, unique per
+    /// token). A hit is only used after the whole token compares equal, so a collision can cost a
+    /// verification but never authenticate.
+    fn cache_key(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        self.hasher
+            .hash_one(&bytes[bytes.len().saturating_sub(64)..])
+    }
+
     fn remember(
         &self,
         hash: u64,
@@ -183,18 +200,14 @@ impl Shared {
     ) -> Result<Principal, AuthError> {
         let (principal, exp) = result?;
         if let Some(cache) = &self.tokens {
-            let left = exp.saturating_add(self.leeway).saturating_sub(unix_now());
-            if left > 0 {
-                cache.insert(
-                    hash,
-                    Arc::new(Verified {
-                        token: token.into(),
-                        principal: principal.clone(),
-                        exp,
-                        ttl: Duration::from_secs(left.unsigned_abs()),
-                    }),
-                );
-            }
+            cache.insert(
+                hash,
+                Arc::new(Verified {
+                    token: token.into(),
+                    principal: principal.clone(),
+                    exp,
+                }),
+            );
         }
         Ok(principal)
     }
@@ -627,14 +640,6 @@ impl Hasher for IdentityHasher {
     }
 }
 
-struct UntilExpiry;
-
-impl Expiry<u64, Arc<Verified>> for UntilExpiry {
-    fn expire_after_create(&self, _: &u64, value: &Arc<Verified>, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
 /// Builder of a [`JwtVerifier`].
 #[derive(Debug)]
 #[must_use]
@@ -646,7 +651,6 @@ pub struct JwtVerifierBuilder {
     cooldown: Duration,
     default_max_age: Duration,
     cache_capacity: u64,
-    max_cache_ttl: Duration,
     client: Option<reqwest::Client>,
 }
 
@@ -660,7 +664,6 @@ impl Default for JwtVerifierBuilder {
             cooldown: Duration::from_secs(5),
             default_max_age: Duration::from_secs(300),
             cache_capacity: 100_000,
-            max_cache_ttl: Duration::from_secs(3600),
             client: None,
         }
     }
@@ -750,11 +753,14 @@ impl JwtVerifierBuilder {
                 .map_err(|e| ConfigError::new("http_client", e.to_string()))?,
         };
         let tokens = (self.cache_capacity > 0).then(|| {
-            Cache::builder()
-                .max_capacity(self.cache_capacity)
-                .time_to_live(self.max_cache_ttl)
-                .expire_after(UntilExpiry)
-                .build_with_hasher(BuildHasherDefault::default())
+            let capacity = usize::try_from(self.cache_capacity).unwrap_or(usize::MAX);
+            TokenCache::with(
+                capacity,
+                self.cache_capacity,
+                quick_cache::UnitWeighter,
+                BuildHasherDefault::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )
         });
         let issuers = self
             .issuers
