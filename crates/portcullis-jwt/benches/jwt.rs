@@ -105,6 +105,52 @@ fn warm_request(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same comparison over real HTTP on loopback: one keep-alive client, two servers.
+fn served_request(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = keys()[0].token(&with(claims(ISS), serde_json::json!({"exp": now() + 3600})));
+    let serve = |router: Router| {
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+            format!("http://{addr}/orgs/org_a/comps")
+        })
+    };
+    let bare = serve(Router::new().route("/orgs/{org}/comps", get(|| async { "ok" })));
+    let layered = serve(
+        Router::new()
+            .route("/orgs/{org}/comps", get(|| async { "ok" }))
+            .route_layer(
+                tower::ServiceBuilder::new()
+                    .layer(AuthenticateLayer::new(verifier(true)))
+                    .layer(OrgContextLayer::new())
+                    .layer(RequireScopesLayer::all(["comps:read"])),
+            ),
+    );
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let mut g = c.benchmark_group("served_request");
+    for (name, url) in [("bare_axum", bare), ("authn_org_scopes", layered)] {
+        let status = rt
+            .block_on(client.get(&url).header("authorization", &auth).send())
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let req = client.get(&url).header("authorization", &auth).send();
+                async move { black_box(req.await.unwrap().status()) }
+            });
+        });
+    }
+    g.finish();
+}
+
 fn warm_verify(c: &mut Criterion) {
     let token = keys()[0].token(&with(claims(ISS), serde_json::json!({"exp": now() + 3600})));
     let warm = verifier(true);
@@ -174,5 +220,12 @@ fn clerk_v2(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, warm_request, warm_verify, cold_rs256, clerk_v2);
+criterion_group!(
+    benches,
+    warm_request,
+    served_request,
+    warm_verify,
+    cold_rs256,
+    clerk_v2
+);
 criterion_main!(benches);

@@ -112,9 +112,15 @@ pub fn decode_v2(
         }
         out
     };
+    // Both readings index the same masks when no other feature precedes an organization one.
+    let aligned = features
+        .iter()
+        .skip_while(|(org, _)| *org)
+        .all(|(org, _)| !*org);
     let (granted, ambiguous) = match alignment {
         FpmAlignment::OrgFeatures => (by_org_features(), false),
         FpmAlignment::AllFeatures => (by_all_features(), false),
+        FpmAlignment::Intersect if aligned => (by_all_features(), false),
         FpmAlignment::Intersect => {
             let a = by_org_features();
             let b = by_all_features();
