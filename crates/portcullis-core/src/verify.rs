@@ -50,13 +50,42 @@ impl From<Result<Principal, AuthError>> for Verification {
 /// once per request with the credential of the `Authorization` header (already checked for
 /// shape and size). Implementations answer every bad credential with
 /// [`AuthError::InvalidToken`] and every outage of theirs with [`AuthError::Unavailable`].
+///
+/// A pair `(A, B)` is a verifier too: a credential goes to `A` when `A` [accepts](Self::accepts)
+/// its format, else to `B` — an API-key verifier first, then JWTs for everything else.
 pub trait VerifyCredential: Send + Sync + 'static {
     /// Verify `credential`.
     fn verify(&self, credential: &str) -> Verification;
+
+    /// Whether `credential` has this verifier's format (a cheap check, no I/O); by default every
+    /// credential does.
+    fn accepts(&self, credential: &str) -> bool {
+        let _ = credential;
+        true
+    }
 }
 
 impl<V: VerifyCredential + ?Sized> VerifyCredential for Arc<V> {
     fn verify(&self, credential: &str) -> Verification {
         (**self).verify(credential)
+    }
+
+    fn accepts(&self, credential: &str) -> bool {
+        (**self).accepts(credential)
+    }
+}
+
+impl<A: VerifyCredential, B: VerifyCredential> VerifyCredential for (A, B) {
+    #[inline]
+    fn verify(&self, credential: &str) -> Verification {
+        if self.0.accepts(credential) {
+            self.0.verify(credential)
+        } else {
+            self.1.verify(credential)
+        }
+    }
+
+    fn accepts(&self, credential: &str) -> bool {
+        self.0.accepts(credential) || self.1.accepts(credential)
     }
 }

@@ -1,0 +1,483 @@
+//! Verifying keys: format and checksum first, then one HMAC, then a moka cache in front of the
+//! store.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::FutureExt;
+use moka::Expiry;
+use portcullis_core::{
+    AuthError, CredentialId, OrgId, OrgMembership, Principal, PrincipalKind, ScopeSet,
+    Verification, VerifyCredential,
+};
+
+use crate::{
+    Digest, KeyFormat, KeyHasher, PlaintextKey,
+    store::{ApiKeyRecord, KeyStore, StoreError},
+};
+
+/// The one public answer for an unknown, expired, revoked or malformed key.
+const INVALID: AuthError = AuthError::invalid_token("the API key is invalid");
+
+/// Verifies API keys and manages their lifecycle.
+///
+/// - A credential that is not of the [`KeyFormat`] (shape, prefix, checksum) is refused before
+///   any hashing or I/O.
+/// - A well-formed key is hashed once (HMAC-SHA256 with the server secret) and looked up in a
+///   moka cache by digest; concurrent loads of one key are merged into one store query.
+/// - Entries are fresh for 15 s, then reloaded. While the store is down, a key seen within the
+///   stale window (5 min) keeps working — never one that was revoked or evicted — and an unknown
+///   key gets 503. Unknown keys that passed the checksum are remembered for 30 s.
+/// - Expiry is checked at request time. [`ApiKeyVerifier::revoke`] takes effect on the very next
+///   request in this process: the key is evicted, and a load that started before the eviction
+///   cannot put it back.
+///
+/// Cloning is cheap; clones share the cache.
+#[derive(Clone)]
+pub struct ApiKeyVerifier(Arc<Inner>);
+
+struct Inner {
+    format: KeyFormat,
+    hasher: KeyHasher,
+    store: Arc<dyn KeyStore>,
+    cache: moka::future::Cache<Digest, Arc<Entry>>,
+    /// Bumped on every eviction.
+    generation: AtomicU64,
+    /// The generation at which a digest was last evicted.
+    evicted: moka::sync::Cache<Digest, u64>,
+    /// The generation at which everything was last evicted.
+    all_evicted: AtomicU64,
+    fresh: Duration,
+    stale: Duration,
+    negative: Duration,
+    max_lifetime_days: u32,
+}
+
+struct Entry {
+    found: Option<(ApiKeyRecord, Principal)>,
+    loaded_at: Instant,
+    generation: u64,
+}
+
+struct Lifetimes {
+    stale: Duration,
+    negative: Duration,
+}
+
+impl Expiry<Digest, Arc<Entry>> for Lifetimes {
+    fn expire_after_create(&self, _: &Digest, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(if entry.found.is_some() {
+            self.stale
+        } else {
+            self.negative
+        })
+    }
+}
+
+/// A new key: its record, and the plaintext to show its owner this once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The key itself; it is not stored and cannot be shown again.
+    pub key: PlaintextKey,
+}
+
+/// Why a key could not be created.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// `expires_in_days` is 0 or above the maximum.
+    Lifetime {
+        /// The most days allowed.
+        max_days: u32,
+    },
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lifetime { max_days } => {
+                write!(f, "expires_in_days must be between 1 and {max_days}")
+            }
+            Self::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+impl ApiKeyVerifier {
+    /// A verifier of keys of `format` hashed with `hasher`, stored in `store`.
+    pub fn new(format: KeyFormat, hasher: KeyHasher, store: impl KeyStore) -> Self {
+        Self::builder(format, hasher, store).build()
+    }
+
+    /// Configure the cache lifetimes; see [`ApiKeyVerifierBuilder`].
+    pub fn builder(
+        format: KeyFormat,
+        hasher: KeyHasher,
+        store: impl KeyStore,
+    ) -> ApiKeyVerifierBuilder {
+        ApiKeyVerifierBuilder {
+            format,
+            hasher,
+            store: Arc::new(store),
+            fresh: Duration::from_secs(15),
+            stale: Duration::from_secs(300),
+            negative: Duration::from_secs(30),
+            capacity: 1_000_000,
+            max_lifetime_days: 365,
+        }
+    }
+
+    /// The key format.
+    pub fn format(&self) -> &KeyFormat {
+        &self.0.format
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.0.store
+    }
+
+    /// The longest lifetime a new key may have, in days.
+    pub fn max_lifetime_days(&self) -> u32 {
+        self.0.max_lifetime_days
+    }
+
+    /// Create a key for `org` with `scopes`, expiring in `expires_in_days` (1 to the maximum).
+    ///
+    /// Whether the creator may grant `scopes` is the caller's check (the management API allows
+    /// at most the creator's own scopes).
+    pub async fn create(
+        &self,
+        org: &OrgId,
+        name: &str,
+        scopes: ScopeSet,
+        created_by: &str,
+        expires_in_days: u32,
+    ) -> Result<CreatedKey, CreateError> {
+        let max_days = self.0.max_lifetime_days;
+        if expires_in_days == 0 || expires_in_days > max_days {
+            return Err(CreateError::Lifetime { max_days });
+        }
+        let key = self.0.format.generate();
+        let parsed = self
+            .0
+            .format
+            .parse(key.expose())
+            .expect("a generated key parses");
+        let now = unix_now();
+        let record = ApiKeyRecord {
+            id: new_key_id().into(),
+            org: org.clone(),
+            name: name.into(),
+            scopes,
+            created_by: created_by.into(),
+            created_at: now,
+            expires_at: now + i64::from(expires_in_days) * 86_400,
+            revoked_at: None,
+            last_used_at: None,
+            start: parsed.start().into(),
+            last4: parsed.last4().into(),
+            secret_version: self.0.hasher.current_version(),
+        };
+        let digest = self.0.hasher.digest(key.expose());
+        self.0
+            .store
+            .insert(&record, &digest)
+            .await
+            .map_err(CreateError::Store)?;
+        Ok(CreatedKey { record, key })
+    }
+
+    /// The keys of `org`, newest first.
+    pub async fn list(&self, org: &OrgId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.0.store.list(org).await
+    }
+
+    /// Revoke key `id` of `org`: refused from the very next request in this process. Returns
+    /// whether `org` had such a key.
+    pub async fn revoke(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+        match self.0.store.revoke(org, id, unix_now()).await? {
+            Some(digest) => {
+                self.evict(&digest).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Forget what is cached for `digest` (another replica revoked it); a load already under way
+    /// will not put it back.
+    pub async fn evict(&self, digest: &Digest) {
+        let inner = &self.0;
+        let generation = inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.evicted.insert(*digest, generation);
+        inner.cache.invalidate(digest).await;
+    }
+
+    /// Forget everything cached (after losing the revocation feed, for example).
+    pub fn evict_all(&self) {
+        let inner = &self.0;
+        let generation = inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.all_evicted.store(generation, Ordering::Release);
+        inner.cache.invalidate_all();
+    }
+}
+
+impl Inner {
+    /// Whether `entry` was loaded before its digest (or everything) was evicted.
+    fn outdated(&self, digest: &Digest, entry: &Entry) -> bool {
+        entry.generation < self.generation.load(Ordering::Acquire)
+            && (entry.generation < self.all_evicted.load(Ordering::Acquire)
+                || self
+                    .evicted
+                    .get(digest)
+                    .is_some_and(|g| entry.generation < g))
+    }
+
+    fn decide(entry: &Entry) -> Result<Principal, AuthError> {
+        let (record, principal) = entry.found.as_ref().ok_or(INVALID)?;
+        if record.revoked_at.is_some() || unix_now() >= record.expires_at {
+            return Err(INVALID);
+        }
+        Ok(principal.clone())
+    }
+
+    async fn fetch(&self, digest: &Digest, plaintext: &str) -> Result<Entry, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut found = self.store.find(digest).await?;
+        if found.is_none() {
+            // Made with an earlier secret? Then re-hash it with the current one.
+            for (version, old) in self.hasher.digests(plaintext).skip(1) {
+                if let Some(mut record) = self.store.find(&old).await? {
+                    let current = self.hasher.current_version();
+                    if let Err(e) = self.store.rehash(&record.id, digest, current).await {
+                        tracing::warn!(target: "portcullis::api_keys", key_id = &*record.id, from = version, error = %e, "re-hashing a key failed");
+                    } else {
+                        record.secret_version = current;
+                    }
+                    found = Some(record);
+                    break;
+                }
+            }
+        }
+        Ok(Entry {
+            found: found.map(|r| {
+                let p = principal(&r);
+                (r, p)
+            }),
+            loaded_at: Instant::now(),
+            generation,
+        })
+    }
+
+    /// Load `digest` through the cache, merging concurrent loads; fall back to `stale` when the
+    /// store fails.
+    async fn load(
+        self: Arc<Self>,
+        digest: Digest,
+        plaintext: Box<str>,
+        stale: Option<Arc<Entry>>,
+    ) -> Result<Principal, AuthError> {
+        for _ in 0..2 {
+            let loaded = self
+                .cache
+                .try_get_with(digest, async {
+                    self.fetch(&digest, &plaintext).await.map(Arc::new)
+                })
+                .await;
+            match loaded {
+                Ok(entry) if self.outdated(&digest, &entry) => {
+                    self.cache.invalidate(&digest).await;
+                }
+                Ok(entry) => return Self::decide(&entry),
+                Err(e) => {
+                    tracing::warn!(target: "portcullis::api_keys", error = %e, "key store unavailable");
+                    return match stale {
+                        Some(entry)
+                            if entry.loaded_at.elapsed() < self.stale
+                                && !self.outdated(&digest, &entry) =>
+                        {
+                            Self::decide(&entry)
+                        }
+                        _ => Err(AuthError::unavailable("key store")),
+                    };
+                }
+            }
+        }
+        Err(AuthError::unavailable("key store"))
+    }
+}
+
+impl VerifyCredential for ApiKeyVerifier {
+    fn verify(&self, credential: &str) -> Verification {
+        let inner = &self.0;
+        let Ok(key) = inner.format.parse(credential) else {
+            return Verification::Ready(Err(INVALID));
+        };
+        let digest = inner.hasher.digest(key.expose());
+        // A cached entry is answered without a future: moka's `get` completes at once.
+        let cached = inner.cache.get(&digest).now_or_never().flatten();
+        let stale = match cached {
+            Some(entry) if !inner.outdated(&digest, &entry) => {
+                if entry.loaded_at.elapsed() < inner.fresh {
+                    return Verification::Ready(Inner::decide(&entry));
+                }
+                Some(entry)
+            }
+            _ => None,
+        };
+        if stale.is_some() {
+            // Reload: drop the entry so that the load below (merged with any concurrent one)
+            // goes to the store.
+            let inner = inner.clone();
+            let plaintext: Box<str> = key.expose().into();
+            return Verification::Pending(Box::pin(async move {
+                inner.cache.invalidate(&digest).await;
+                inner.load(digest, plaintext, stale).await
+            }));
+        }
+        Verification::Pending(Box::pin(inner.clone().load(
+            digest,
+            key.expose().into(),
+            None,
+        )))
+    }
+
+    fn accepts(&self, credential: &str) -> bool {
+        self.0.format.looks_like(credential)
+    }
+}
+
+fn principal(record: &ApiKeyRecord) -> Principal {
+    Principal::builder(PrincipalKind::ServiceAccount, &*record.id)
+        .name(&*record.name)
+        .org(OrgMembership::new(record.org.clone()))
+        .scopes(record.scopes.clone())
+        .credential(CredentialId::ApiKey {
+            id: record.id.clone(),
+        })
+        .issued_at(record.created_at)
+        .expires_at(record.expires_at)
+        .build()
+}
+
+/// `key_` and 22 base62 characters from the CSPRNG: public, unguessable.
+fn new_key_id() -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 22];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the OS CSPRNG works");
+    let mut id = String::from("key_");
+    // 248 of 256 byte values map evenly; the tiny bias is irrelevant for an identifier.
+    id.extend(bytes.iter().map(|b| ALPHABET[usize::from(*b) % 62] as char));
+    id
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl fmt::Debug for ApiKeyVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyVerifier")
+            .field("format", &self.0.format)
+            .field("hasher", &self.0.hasher)
+            .field("fresh", &self.0.fresh)
+            .field("stale", &self.0.stale)
+            .field("negative", &self.0.negative)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder of an [`ApiKeyVerifier`].
+#[must_use]
+pub struct ApiKeyVerifierBuilder {
+    format: KeyFormat,
+    hasher: KeyHasher,
+    store: Arc<dyn KeyStore>,
+    fresh: Duration,
+    stale: Duration,
+    negative: Duration,
+    capacity: u64,
+    max_lifetime_days: u32,
+}
+
+impl fmt::Debug for ApiKeyVerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyVerifierBuilder")
+            .field("format", &self.format)
+            .field("fresh", &self.fresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKeyVerifierBuilder {
+    /// How long a cached key is used without asking the store (default 15 s).
+    pub fn fresh_for(mut self, fresh: Duration) -> Self {
+        self.fresh = fresh;
+        self
+    }
+
+    /// How long a key seen before keeps working while the store is down (default 5 min).
+    pub fn stale_for(mut self, stale: Duration) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// How long an unknown (well-formed) key is remembered as unknown (default 30 s).
+    pub fn negative_for(mut self, negative: Duration) -> Self {
+        self.negative = negative;
+        self
+    }
+
+    /// How many keys to cache (default 1 000 000).
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The longest lifetime of a new key in days (default 365).
+    pub fn max_lifetime_days(mut self, days: u32) -> Self {
+        self.max_lifetime_days = days;
+        self
+    }
+
+    /// Build the verifier.
+    pub fn build(self) -> ApiKeyVerifier {
+        let stale = self.stale.max(self.fresh);
+        ApiKeyVerifier(Arc::new(Inner {
+            cache: moka::future::Cache::builder()
+                .max_capacity(self.capacity)
+                .expire_after(Lifetimes {
+                    stale,
+                    negative: self.negative,
+                })
+                .build(),
+            evicted: moka::sync::Cache::builder()
+                .time_to_live(stale + self.fresh)
+                .build(),
+            generation: AtomicU64::new(0),
+            all_evicted: AtomicU64::new(0),
+            format: self.format,
+            hasher: self.hasher,
+            store: self.store,
+            fresh: self.fresh,
+            stale,
+            negative: self.negative,
+            max_lifetime_days: self.max_lifetime_days,
+        }))
+    }
+}

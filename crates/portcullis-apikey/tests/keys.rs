@@ -1,0 +1,413 @@
+//! API keys end to end through the authentication layer, on every store: in memory, SQLite (a
+//! temporary file) and PostgreSQL (127.0.0.1:5432, database `test`, one schema per test).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Body, routing::get};
+use http::{Request, StatusCode};
+use portcullis_apikey::{
+    ApiKeyRecord, ApiKeyVerifier, Digest, KeyFormat, KeyHasher, KeyStore, MemoryStore, SqlStore,
+    StoreError, store::BoxFuture,
+};
+use portcullis_authn::AuthenticateLayer;
+use portcullis_authz::{OrgContextLayer, RequireScopesLayer};
+use portcullis_core::{OrgId, Principal, PrincipalKind, ScopeSet};
+use tower::ServiceExt;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A store wrapper that counts lookups and can be made to fail.
+struct Probe<S> {
+    inner: S,
+    finds: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl<S: KeyStore> Probe<S> {
+    fn new(inner: S) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            finds: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+        })
+    }
+    fn finds(&self) -> usize {
+        self.finds.load(Ordering::SeqCst)
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::new("connection refused"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<S: KeyStore> KeyStore for Probe<S> {
+    fn find<'a>(
+        &'a self,
+        d: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            self.check()?;
+            self.inner.find(d).await
+        })
+    }
+    fn insert<'a>(
+        &'a self,
+        r: &'a ApiKeyRecord,
+        d: &'a Digest,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.insert(r, d)
+    }
+    fn list<'a>(&'a self, org: &'a OrgId) -> BoxFuture<'a, Result<Vec<ApiKeyRecord>, StoreError>> {
+        self.inner.list(org)
+    }
+    fn revoke<'a>(
+        &'a self,
+        org: &'a OrgId,
+        id: &'a str,
+        at: i64,
+    ) -> BoxFuture<'a, Result<Option<Digest>, StoreError>> {
+        self.inner.revoke(org, id, at)
+    }
+    fn rehash<'a>(
+        &'a self,
+        id: &'a str,
+        d: &'a Digest,
+        v: u16,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.rehash(id, d, v)
+    }
+}
+
+enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+async fn store(backend: &Backend, name: &str) -> Arc<dyn KeyStore> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Sqlite => {
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-keys-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Arc::new(
+                SqlStore::connect(&format!("sqlite://{}", dir.join("keys.db").display()))
+                    .await
+                    .unwrap(),
+            )
+        }
+        Backend::Postgres => {
+            let schema = format!("keys_{}_{}", name, std::process::id());
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            let url = format!("{PG}?options=-c%20search_path%3D{schema}");
+            Arc::new(SqlStore::connect(&url).await.unwrap())
+        }
+    }
+}
+
+fn hasher() -> KeyHasher {
+    KeyHasher::new(1, b"a server secret of at least 32 bytes!").unwrap()
+}
+
+fn org(id: &str) -> OrgId {
+    OrgId::new(id).unwrap()
+}
+
+fn app(keys: ApiKeyVerifier) -> Router {
+    Router::new()
+        .route(
+            "/orgs/{org}/comps",
+            get(|p: Principal| async move {
+                assert_eq!(p.kind(), PrincipalKind::ServiceAccount);
+                p.subject().to_owned()
+            }),
+        )
+        .route_layer(RequireScopesLayer::all(["comps:read"]))
+        .route_layer(OrgContextLayer::new())
+        .layer(AuthenticateLayer::new(keys))
+}
+
+async fn call(app: &Router, path: &str, key: &str) -> StatusCode {
+    let req = Request::get(path)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+async fn lifecycle(backend: Backend, name: &str) {
+    let probe = Probe::new(store(&backend, name).await);
+    let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
+    let app = app(keys.clone());
+    let scopes = ScopeSet::parse(["comps:read"]).unwrap();
+    let created = keys
+        .create(&org("org_a"), "ci deploy", scopes.clone(), "user_admin", 30)
+        .await
+        .unwrap();
+    let key = created.key.expose().to_owned();
+    assert!(key.starts_with("pc_sk_"));
+    assert_eq!(
+        created.record.expires_at - created.record.created_at,
+        30 * 86_400
+    );
+
+    // Use: allowed in its org, forbidden in another, and cached after the first lookup.
+    assert_eq!(call(&app, "/orgs/org_a/comps", &key).await, StatusCode::OK);
+    assert_eq!(call(&app, "/orgs/org_a/comps", &key).await, StatusCode::OK);
+    assert_eq!(probe.finds(), 1, "one store lookup, then the cache");
+    assert_eq!(
+        call(&app, "/orgs/org_b/comps", &key).await,
+        StatusCode::FORBIDDEN
+    );
+
+    // The listing never shows a secret.
+    let listed = keys.list(&org("org_a")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, created.record.id);
+    assert!(!format!("{listed:?}").contains(&key[6..]));
+    assert!(keys.list(&org("org_b")).await.unwrap().is_empty());
+
+    // Revoke: refused on the very next request; another org cannot revoke it.
+    assert!(
+        !keys
+            .revoke(&org("org_b"), &created.record.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(call(&app, "/orgs/org_a/comps", &key).await, StatusCode::OK);
+    assert!(
+        keys.revoke(&org("org_a"), &created.record.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", &key).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let listed = keys.list(&org("org_a")).await.unwrap();
+    assert!(listed[0].revoked_at.is_some());
+
+    // Expired keys are refused at request time.
+    let past = portcullis_apikey::ApiKeyRecord {
+        id: "key_expired".into(),
+        expires_at: created.record.created_at - 1,
+        ..created.record.clone()
+    };
+    let expired_key = KeyFormat::default().generate();
+    probe
+        .insert(&past, &hasher().digest(expired_key.expose()))
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", expired_key.expose()).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Lifetime is mandatory and capped.
+    assert!(
+        keys.create(&org("org_a"), "x", scopes.clone(), "u", 0)
+            .await
+            .is_err()
+    );
+    assert!(
+        keys.create(&org("org_a"), "x", scopes, "u", 366)
+            .await
+            .is_err()
+    );
+}
+
+async fn malformed_keys_never_reach_the_store(backend: Backend, name: &str) {
+    let probe = Probe::new(store(&backend, name).await);
+    let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
+    let app = app(keys);
+    let good = KeyFormat::default().generate();
+    let good = good.expose();
+    let mut bad_checksum = good.to_owned();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == 'a' { 'b' } else { 'a' });
+    let cases = [
+        bad_checksum,
+        good.replacen("pc_", "px_", 1),
+        good[..good.len() - 3].to_owned(),
+        format!("pc_sk_{}", "A".repeat(10 * 1024)),
+        format!("{}é", &good[..good.len() - 2]),
+    ];
+    for case in &cases {
+        let status = call(&app, "/orgs/org_a/comps", case).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case:.20}");
+    }
+    assert_eq!(probe.finds(), 0, "no store query for a malformed key");
+    // A well-formed unknown key costs one query, then is remembered as unknown.
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", good).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", good).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(probe.finds(), 1);
+}
+
+#[tokio::test]
+async fn lifecycle_in_memory() {
+    lifecycle(Backend::Memory, "life").await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_sqlite() {
+    lifecycle(Backend::Sqlite, "life").await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_postgres() {
+    lifecycle(Backend::Postgres, "life").await;
+}
+
+#[tokio::test]
+async fn malformed_on_sqlite() {
+    malformed_keys_never_reach_the_store(Backend::Sqlite, "malformed").await;
+}
+
+#[tokio::test]
+async fn malformed_on_postgres() {
+    malformed_keys_never_reach_the_store(Backend::Postgres, "malformed").await;
+}
+
+#[tokio::test]
+async fn store_outage_keeps_recent_keys_and_refuses_unknown_ones_with_503() {
+    let probe = Probe::new(MemoryStore::new());
+    let keys = ApiKeyVerifier::builder(KeyFormat::default(), hasher(), probe.clone())
+        .fresh_for(Duration::ZERO)
+        .build();
+    let app = app(keys.clone());
+    let scopes = ScopeSet::parse(["comps:read"]).unwrap();
+    let a = keys
+        .create(&org("org_a"), "a", scopes.clone(), "u", 1)
+        .await
+        .unwrap();
+    let b = keys
+        .create(&org("org_a"), "b", scopes, "u", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", a.key.expose()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", b.key.expose()).await,
+        StatusCode::OK
+    );
+
+    probe.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", a.key.expose()).await,
+        StatusCode::OK,
+        "stale but seen recently"
+    );
+    let unknown = KeyFormat::default().generate();
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", unknown.expose()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Revoked while the store is down for reads: the eviction wins over the stale window.
+    probe.down.store(false, Ordering::SeqCst);
+    assert!(keys.revoke(&org("org_a"), &b.record.id).await.unwrap());
+    probe.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", b.key.expose()).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Recovers by itself.
+    probe.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", a.key.expose()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", b.key.expose()).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn secret_rotation_rehashes_on_use() {
+    let store = Arc::new(MemoryStore::new());
+    let old = ApiKeyVerifier::new(KeyFormat::default(), hasher(), store.clone());
+    let created = old
+        .create(
+            &org("org_a"),
+            "a",
+            ScopeSet::parse(["comps:read"]).unwrap(),
+            "u",
+            1,
+        )
+        .await
+        .unwrap();
+    let rotated = KeyHasher::new(2, b"the next server secret, also 32 bytes")
+        .unwrap()
+        .previous(1, b"a server secret of at least 32 bytes!")
+        .unwrap();
+    let new = ApiKeyVerifier::new(KeyFormat::default(), rotated.clone(), store.clone());
+    assert_eq!(
+        call(&app(new), "/orgs/org_a/comps", created.key.expose()).await,
+        StatusCode::OK
+    );
+    let record = store
+        .find(&rotated.digest(created.key.expose()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.secret_version, 2,
+        "re-hashed with the current secret"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_share_one_query() {
+    let probe = Probe::new(MemoryStore::new());
+    let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
+    let created = keys
+        .create(
+            &org("org_a"),
+            "a",
+            ScopeSet::parse(["comps:read"]).unwrap(),
+            "u",
+            1,
+        )
+        .await
+        .unwrap();
+    let app = app(keys);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (app, key) = (app.clone(), created.key.expose().to_owned());
+        tasks.push(tokio::spawn(async move {
+            call(&app, "/orgs/org_a/comps", &key).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(probe.finds(), 1, "concurrent loads of one key are merged");
+}
