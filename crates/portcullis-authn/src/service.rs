@@ -4,7 +4,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, header::AUTHORIZATION};
 use portcullis_core::{Verification, VerifyCredential, bearer_credential};
 use tower_service::Service;
 
@@ -73,6 +73,10 @@ where
             Ok(credential) => self.verifier.verify(credential),
             Err(err) => return ResponseFuture::reject(&err, &self.realm, &req),
         };
+        // Layers after this one (tracing, proxies) must not print the credential.
+        if let Some(value) = req.headers_mut().get_mut(AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
         match verification {
             Verification::Ready(Ok(principal)) => {
                 req.extensions_mut().insert(principal);

@@ -147,3 +147,15 @@ fn futures_are_send() {
     assert_send::<portcullis_authn::ResponseFuture<Inner, Body>>();
     assert_send::<portcullis_authn::Authenticate<Inner, Arc<TestVerifier>>>();
 }
+
+#[tokio::test]
+async fn the_credential_header_is_marked_sensitive() {
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(Arc::new(TestVerifier)))
+        .service(service_fn(|req: Request<Body>| async move {
+            let sensitive = req.headers()["authorization"].is_sensitive();
+            Ok::<_, Infallible>(Response::new(Full::from(sensitive.to_string())))
+        }));
+    let res = svc.oneshot(req(Some("Bearer ready"))).await.unwrap();
+    assert_eq!(text(res).await, "true");
+}

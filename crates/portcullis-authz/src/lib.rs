@@ -10,9 +10,8 @@
 //! request that reaches either without a principal is a wiring bug and is answered 500.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[macro_use]
-mod macros;
 mod future;
+mod macros;
 pub mod org_context;
 pub mod require_scopes;
 

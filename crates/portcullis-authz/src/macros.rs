@@ -1,6 +1,4 @@
 /// Generates `get_ref`, `get_mut` and `into_inner` for a service with an `inner` field.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! define_inner_service_accessors {
     () => {
         /// Gets a reference to the underlying service.
@@ -19,3 +17,5 @@ macro_rules! define_inner_service_accessors {
         }
     };
 }
+
+pub(crate) use define_inner_service_accessors;

@@ -65,7 +65,7 @@ pub struct OrgContextLayer {
     config: Arc<Config>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Config {
     path_param: Option<Box<str>>,
     header: Option<HeaderName>,
@@ -81,6 +81,11 @@ impl Default for OrgContextLayer {
 impl OrgContextLayer {
     /// Create a new `OrgContextLayer` that compares the `{org}` path parameter, when the matched
     /// route has one, with the principal's organization.
+    ///
+    /// Path parameters exist only after axum routed the request: use it in a `route_layer`. In a
+    /// plain tower stack (or in front of a router), call [`no_path_param`](Self::no_path_param);
+    /// otherwise every request is refused with 500, rather than let an org in the path through
+    /// unchecked.
     pub fn new() -> Self {
         Self {
             config: Arc::new(Config {
@@ -92,7 +97,7 @@ impl OrgContextLayer {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        Arc::get_mut(&mut self.config).expect("configured before use")
+        Arc::make_mut(&mut self.config)
     }
 
     /// The name of the path parameter that names the organization (default `org`).
@@ -145,7 +150,7 @@ impl<S> OrgContext<S> {
         OrgContextLayer::new()
     }
 
-    crate::define_inner_service_accessors!();
+    crate::macros::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OrgContext<S>
@@ -206,8 +211,16 @@ impl<S> OrgContext<S> {
                 Some(Ok(params)) => params
                     .iter()
                     .all(|(key, value)| key != &**param || value == org.as_str()),
-                // Not behind axum routing: there are no path parameters to compare.
-                Some(Err(RawPathParamsRejection::MissingPathParams(_))) => true,
+                // Outside axum routing no parameter was matched, so none can be compared: fail
+                // closed (use `route_layer`, or `no_path_param()` in a plain tower stack).
+                Some(Err(RawPathParamsRejection::MissingPathParams(_))) => {
+                    return Err((
+                        AuthError::Misconfigured {
+                            missing: "path parameters (put OrgContextLayer in a route_layer, or call no_path_param())",
+                        },
+                        Request::from_parts(parts, body),
+                    ));
+                }
                 // A parameter that is not UTF-8 names no organization the principal has.
                 Some(Err(_)) | None => false,
             };

@@ -57,7 +57,7 @@ pub struct RequireScopesLayer {
     rule: Arc<Rule>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Rule {
     required: Arc<[Scope]>,
     all: bool,
@@ -128,7 +128,7 @@ impl RequireScopesLayer {
     }
 
     fn rule_mut(&mut self) -> &mut Rule {
-        Arc::get_mut(&mut self.rule).expect("configured before use")
+        Arc::make_mut(&mut self.rule)
     }
 
     /// Also require that the session verified a second factor at most `minutes` ago (Clerk's
@@ -183,7 +183,21 @@ pub struct RequireScopes<S> {
 }
 
 impl<S> RequireScopes<S> {
-    crate::define_inner_service_accessors!();
+    /// Returns a new [`Layer`] that requires every one of `scopes`; see
+    /// [`RequireScopesLayer::all`].
+    ///
+    /// # Panics
+    ///
+    /// When a name is not a valid [`Scope`].
+    pub fn layer<I>(scopes: I) -> RequireScopesLayer
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        RequireScopesLayer::all(scopes)
+    }
+
+    crate::macros::define_inner_service_accessors!();
 }
 
 impl Rule {

@@ -62,7 +62,9 @@ async fn body(res: Response<Full<Bytes>>) -> String {
 #[tokio::test]
 async fn org_context_in_a_plain_tower_stack() {
     let reached = Arc::new(AtomicUsize::new(0));
-    let layer = OrgContextLayer::new().header(HeaderName::from_static("x-org-id"));
+    let layer = OrgContextLayer::new()
+        .no_path_param()
+        .header(HeaderName::from_static("x-org-id"));
     let svc = || layer.layer(echo_org(reached.clone()));
 
     let res = svc()
@@ -110,6 +112,15 @@ async fn org_context_in_a_plain_tower_stack() {
             assert_eq!(json["error"], "org_forbidden");
         }
     }
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
+
+    // With path parameters expected but no routing in front: refused, never waved through.
+    let unrouted = OrgContextLayer::new().layer(echo_org(reached.clone()));
+    let res = unrouted
+        .oneshot(plain(Some(principal(Some("org_a"), &[])), &[]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reached.load(Ordering::SeqCst), 2);
 }
 

@@ -49,6 +49,7 @@ struct PolicyInner {
 
 /// The permission claim of a credential, as the issuer sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Permissions<I> {
     /// The claim is absent.
     Missing,

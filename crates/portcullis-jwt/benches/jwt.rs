@@ -30,7 +30,7 @@ fn verifier(cache: bool) -> JwtVerifier {
     JwtVerifier::builder()
         .issuer(Issuer::new(ISS).static_jwks(&jwks_of(&[&keys()[0]]).to_string()))
         .scope_policy(Default::default())
-        .cache_capacity(if cache { 100_000 } else { 0 })
+        .token_cache_bytes(if cache { 64 << 20 } else { 0 })
         .build()
         .unwrap()
 }

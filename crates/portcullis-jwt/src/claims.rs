@@ -12,12 +12,17 @@ pub(crate) struct Header {
     pub(crate) kid: Option<String>,
     #[serde(default)]
     pub(crate) typ: Option<String>,
-    /// Any `crit` is refused: no extension is understood.
-    #[serde(default)]
-    pub(crate) crit: Option<IgnoredAny>,
-    /// RFC 7797 unencoded payloads are refused.
-    #[serde(default)]
-    pub(crate) b64: Option<IgnoredAny>,
+    /// Any `crit` is refused, even `null`: no extension is understood.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) crit: Option<()>,
+    /// RFC 7797 unencoded payloads are refused, `b64` in any form.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) b64: Option<()>,
+}
+
+/// `Some(())` for a member that is there, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| Some(()))
 }
 
 /// Only the issuer, to pick the key set when several issuers are configured.

@@ -31,6 +31,7 @@ const MAX_MASK_DIGITS: usize = 2048;
 
 /// Permissions decoded from a v2 token.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct V2Permissions {
     /// `feature:permission` names, sorted.
     pub permissions: Permissions<Vec<String>>,
@@ -128,6 +129,15 @@ pub fn decode_v2(
             (a.intersection(&b).cloned().collect(), ambiguous)
         }
     };
+    // Nothing granted because the readings disagree or a mask is unreadable is not an empty
+    // claim: it must never fall back to the role's scopes in non-strict mode.
+    let unreadable = masks.iter().any(Option::is_none);
+    if granted.is_empty() && (ambiguous || unreadable) {
+        return V2Permissions {
+            permissions: Permissions::Malformed,
+            ambiguous,
+        };
+    }
     V2Permissions {
         permissions: Permissions::Listed(granted.into_iter().collect()),
         ambiguous,
@@ -314,6 +324,24 @@ mod tests {
             )
             .permissions,
             Permissions::Malformed
+        );
+    }
+
+    #[test]
+    fn nothing_from_ambiguity_or_bad_masks_is_malformed_not_empty() {
+        let get = |fea, fpm| {
+            decode_v2(Some(fea), Some("read"), Some(fpm), FpmAlignment::Intersect).permissions
+        };
+        assert_eq!(get("u:x,o:a", "0,1"), Permissions::Malformed);
+        assert_eq!(get("o:a", "-1"), Permissions::Malformed);
+        assert_eq!(
+            get("o:a", "0"),
+            Permissions::Listed(vec![]),
+            "an explicit zero mask is empty"
+        );
+        assert_eq!(
+            get("o:a,o:b", "x,1"),
+            Permissions::Listed(vec!["b:read".into()])
         );
     }
 

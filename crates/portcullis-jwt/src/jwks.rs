@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 /// The smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA modulus accepted, in bits: larger keys would make every verification costly.
+pub const MAX_RSA_BITS: usize = 8192;
 /// The largest JWKS or discovery document read, in bytes.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// The longest `kid` looked up.
@@ -127,6 +129,11 @@ impl KeySet {
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
+
+    /// Whether a key of this set is missing from `newer`.
+    pub(crate) fn withdrawn_in(&self, newer: &Self) -> bool {
+        self.keys.keys().any(|kid| newer.get(kid).is_none())
+    }
 }
 
 #[derive(Deserialize)]
@@ -228,7 +235,7 @@ fn usable_key(jwk: &RawJwk) -> Option<VerifyKey> {
         "RSA" => {
             let (n, e) = (jwk.n.as_deref()?, jwk.e.as_deref()?);
             let modulus = URL_SAFE_NO_PAD.decode(n).ok()?;
-            if rsa_bits(&modulus) < MIN_RSA_BITS {
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&rsa_bits(&modulus)) {
                 return None;
             }
             (Family::Rsa, DecodingKey::from_rsa_components(n, e).ok()?)
@@ -338,10 +345,18 @@ pub(crate) async fn discover(client: &reqwest::Client, issuer: &str) -> Result<S
     }
     let uri =
         url::Url::parse(&doc.jwks_uri).map_err(|_| JwksError::Document("jwks_uri is not a URL"))?;
-    if !matches!(uri.scheme(), "https" | "http") {
-        return Err(JwksError::Document("jwks_uri is not http(s)"));
+    let loopback = match uri.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match uri.scheme() {
+        "https" => Ok(doc.jwks_uri),
+        // Plain http only on loopback: keys fetched in the clear could be swapped in transit.
+        "http" if loopback => Ok(doc.jwks_uri),
+        _ => Err(JwksError::Document("jwks_uri must be https")),
     }
-    Ok(doc.jwks_uri)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ mod verifier;
 
 pub use clerk::FpmAlignment;
 pub use issuer::Issuer;
-pub use jwks::{Alg, MIN_RSA_BITS};
+pub use jwks::{Alg, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use verifier::{JwtVerifier, JwtVerifierBuilder, MAX_TOKEN_LEN};
 
 #[doc(no_inline)]

@@ -28,6 +28,9 @@ use crate::{
 /// The longest token verified, in bytes; longer ones are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
+/// The longest a JWKS fetch (or the wait for one under way) may take, whatever the HTTP client.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// 9999-12-31T23:59:59Z: a later `exp` is refused as not a date.
 const LAST_DATE: i64 = 253_402_300_799;
 
@@ -78,6 +81,10 @@ struct Shared {
     default_max_age: Duration,
     client: reqwest::Client,
     epoch: Instant,
+    /// Bumped whenever a refresh withdraws a key, invalidating tokens verified with older sets.
+    key_generation: AtomicU64,
+    /// How long known keys are used while their JWKS cannot be fetched.
+    max_stale: Duration,
 }
 
 struct IssuerState {
@@ -87,22 +94,32 @@ struct IssuerState {
     fetching: tokio::sync::Mutex<()>,
     /// Milliseconds since `Shared::epoch` of the last fetch attempt, plus one; 0 = never.
     last_attempt: AtomicU64,
+    /// The last fetch failed.
+    last_failed: AtomicBool,
     background: AtomicBool,
 }
 
 /// Verified tokens by keyed hash. Entries are bounded in number and checked against `exp` on
 /// every hit, so none is ever used past its expiry.
-type TokenCache = quick_cache::sync::Cache<
-    u64,
-    Arc<Verified>,
-    quick_cache::UnitWeighter,
-    BuildHasherDefault<IdentityHasher>,
->;
+type TokenCache =
+    quick_cache::sync::Cache<u64, Arc<Verified>, TokenWeight, BuildHasherDefault<IdentityHasher>>;
 
 struct Verified {
     token: Box<str>,
     principal: Principal,
     exp: i64,
+    /// `Shared::key_generation` when verified: a hit from before a key was withdrawn is no hit.
+    key_generation: u64,
+}
+
+/// Entries weigh their token's bytes (plus overhead), so the cache is bounded in memory.
+#[derive(Clone)]
+struct TokenWeight;
+
+impl quick_cache::Weighter<u64, Arc<Verified>> for TokenWeight {
+    fn weight(&self, _: &u64, v: &Arc<Verified>) -> u64 {
+        v.token.len() as u64 + 256
+    }
 }
 
 /// The outcome of checking a token against the keys at hand.
@@ -155,6 +172,7 @@ impl VerifyCredential for JwtVerifier {
         let hash = shared.cache_key(token);
         if let Some(cache) = &shared.tokens
             && let Some(hit) = cache.get(&hash)
+            && hit.key_generation == shared.key_generation.load(Ordering::Acquire)
             && constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
         {
             return Verification::Ready(if now < hit.exp.saturating_add(shared.leeway) {
@@ -206,6 +224,7 @@ impl Shared {
                     token: token.into(),
                     principal: principal.clone(),
                     exp,
+                    key_generation: self.key_generation.load(Ordering::Acquire),
                 }),
             );
         }
@@ -232,7 +251,10 @@ impl Shared {
         if let KeySource::Static(set) = &st.config.source {
             return Ok(set.clone());
         }
-        let _one_at_a_time = st.fetching.lock().await;
+        let Ok(_one_at_a_time) = tokio::time::timeout(FETCH_TIMEOUT, st.fetching.lock()).await
+        else {
+            return Err(AuthError::unavailable("jwks"));
+        };
         let before = current();
         if let Some(set) = &before
             && Some(set.fetched_at) != seen
@@ -249,15 +271,23 @@ impl Shared {
             return before.ok_or(AuthError::unavailable("jwks"));
         }
         st.last_attempt.store(self.millis() + 1, Ordering::Release);
-        match self.fetch(st).await {
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(st))
+            .await
+            .unwrap_or_else(|_| Err(jwks::JwksError::Http("timed out".into())));
+        match fetched {
             Ok(set) => {
                 let set = Arc::new(set);
                 tracing::debug!(target: "portcullis::jwks", issuer = &*st.name, keys = set.len(), "fetched signing keys");
+                if before.as_ref().is_some_and(|old| old.withdrawn_in(&set)) {
+                    self.key_generation.fetch_add(1, Ordering::AcqRel);
+                }
                 self.keys.insert(st.name.clone(), set.clone());
+                st.last_failed.store(false, Ordering::Release);
                 Ok(set)
             }
             Err(e) => {
                 tracing::warn!(target: "portcullis::jwks", issuer = &*st.name, error = %e, known_keys = before.is_some(), "JWKS fetch failed");
+                st.last_failed.store(true, Ordering::Release);
                 before.ok_or(AuthError::unavailable("jwks"))
             }
         }
@@ -341,11 +371,17 @@ impl Shared {
         {
             return Step::Done(Err(INVALID));
         }
-        let Some(set) = self.keys.get(&st.name) else {
+        let fetchable = !matches!(st.config.source, KeySource::Static(_));
+        let current = self.keys.get(&st.name);
+        // Known keys outlive a failing JWKS endpoint only up to `max_stale`.
+        let usable = current
+            .clone()
+            .filter(|set| !fetchable || set.fetched_at.elapsed() <= self.max_stale);
+        let Some(set) = usable else {
             return if may_fetch {
                 Step::Fetch {
                     issuer: i,
-                    seen: None,
+                    seen: current.map(|set| set.fetched_at),
                 }
             } else {
                 Step::Done(Err(AuthError::unavailable("jwks")))
@@ -353,12 +389,14 @@ impl Shared {
         };
         self.refresh_in_background_if_old(i, &set);
         let Some(key) = set.get(&kid) else {
-            let fetchable = !matches!(st.config.source, KeySource::Static(_));
             return if may_fetch && fetchable && !self.recently_fetched(i, self.cooldown) {
                 Step::Fetch {
                     issuer: i,
                     seen: Some(set.fetched_at),
                 }
+            } else if fetchable && st.last_failed.load(Ordering::Acquire) {
+                // The key may exist; its JWKS could not be read. Fail closed, but as an outage.
+                Step::Done(Err(AuthError::unavailable("jwks")))
             } else {
                 Step::Done(Err(INVALID))
             };
@@ -429,14 +467,16 @@ impl Shared {
         if *claims.iss != *issuer.issuer {
             return Err(AuthError::invalid_token("the token issuer is not accepted"));
         }
-        match (&claims.aud, issuer.audiences.is_empty()) {
-            (None, true) => {}
-            (Some(aud), false) if aud.contains_any(&issuer.audiences) => {}
-            _ => {
-                return Err(AuthError::invalid_token(
-                    "the token audience is not accepted",
-                ));
-            }
+        // Without a configured audience, `aud` is not checked (the gateway's contract).
+        if !issuer.audiences.is_empty()
+            && !claims
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.contains_any(&issuer.audiences))
+        {
+            return Err(AuthError::invalid_token(
+                "the token audience is not accepted",
+            ));
         }
         if !issuer.authorized_parties.is_empty()
             && !claims
@@ -622,6 +662,23 @@ impl fmt::Debug for JwtVerifier {
     }
 }
 
+/// Whether jsonwebtoken can verify a known Ed25519 signature (without a backend it panics).
+fn crypto_backend_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        const X: &str = "YaKiRKWuFUzfopKrtTzcMhDdtSm05ab5CfTDvlRhjPw";
+        const SIGNATURE: &str = "sb9mejrqeTy8BGo9gOXd16J1uDL53l5890Xz-0NW2lvlHY7WZepO6cEFUmsfnroZ_DacnOQa_yQUWdgISfKHAA";
+        const MESSAGE: &[u8] = b"portcullis crypto self-check";
+        let Ok(key) = jsonwebtoken::DecodingKey::from_ed_components(X) else {
+            return false;
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            jsonwebtoken::crypto::verify(SIGNATURE, MESSAGE, &key, jsonwebtoken::Algorithm::EdDSA)
+        }))
+        .is_ok_and(|r| matches!(r, Ok(true)))
+    })
+}
+
 /// The key is already a keyed hash: pass it through.
 #[derive(Default)]
 struct IdentityHasher(u64);
@@ -650,7 +707,8 @@ pub struct JwtVerifierBuilder {
     leeway: Duration,
     cooldown: Duration,
     default_max_age: Duration,
-    cache_capacity: u64,
+    cache_bytes: u64,
+    max_stale: Duration,
     client: Option<reqwest::Client>,
 }
 
@@ -663,7 +721,8 @@ impl Default for JwtVerifierBuilder {
             leeway: Duration::from_secs(5),
             cooldown: Duration::from_secs(5),
             default_max_age: Duration::from_secs(300),
-            cache_capacity: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
+            max_stale: Duration::from_secs(24 * 3600),
             client: None,
         }
     }
@@ -708,9 +767,17 @@ impl JwtVerifierBuilder {
         self
     }
 
-    /// How many verified tokens to remember (default 100 000); 0 disables the cache.
-    pub fn cache_capacity(mut self, capacity: u64) -> Self {
-        self.cache_capacity = capacity;
+    /// How much memory verified tokens may take, in bytes (default 64 MiB, about 60 000 Clerk
+    /// tokens); 0 disables the cache.
+    pub fn token_cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// How long known keys keep working while their JWKS cannot be fetched (default 24 h); past
+    /// it, tokens get 503 until the endpoint answers again.
+    pub fn jwks_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
         self
     }
 
@@ -722,7 +789,17 @@ impl JwtVerifierBuilder {
     }
 
     /// Check the configuration and build the verifier. Nothing is fetched yet.
+    ///
+    /// Also checks that jsonwebtoken has a crypto backend, so that a binary built without one
+    /// fails here, at start-up, rather than on its first request.
     pub fn build(self) -> Result<JwtVerifier, ConfigError> {
+        if !crypto_backend_works() {
+            return Err(ConfigError::new(
+                "crypto",
+                "jsonwebtoken has no crypto backend: enable the `aws-lc-rs` (or `rust-crypto`) \
+                 feature of portcullis-jwt, or install a jsonwebtoken CryptoProvider",
+            ));
+        }
         if self.issuers.is_empty() {
             return Err(ConfigError::new(
                 "issuers",
@@ -752,12 +829,12 @@ impl JwtVerifierBuilder {
                 .build()
                 .map_err(|e| ConfigError::new("http_client", e.to_string()))?,
         };
-        let tokens = (self.cache_capacity > 0).then(|| {
-            let capacity = usize::try_from(self.cache_capacity).unwrap_or(usize::MAX);
+        let tokens = (self.cache_bytes > 0).then(|| {
+            let estimated = usize::try_from(self.cache_bytes / 1024).unwrap_or(usize::MAX);
             TokenCache::with(
-                capacity,
-                self.cache_capacity,
-                quick_cache::UnitWeighter,
+                estimated.max(16),
+                self.cache_bytes,
+                TokenWeight,
                 BuildHasherDefault::default(),
                 quick_cache::sync::DefaultLifecycle::default(),
             )
@@ -770,6 +847,7 @@ impl JwtVerifierBuilder {
                 config,
                 fetching: tokio::sync::Mutex::new(()),
                 last_attempt: AtomicU64::new(0),
+                last_failed: AtomicBool::new(false),
                 background: AtomicBool::new(false),
             })
             .collect::<Box<[_]>>();
@@ -794,6 +872,8 @@ impl JwtVerifierBuilder {
             default_max_age: self.default_max_age,
             client,
             epoch: Instant::now(),
+            key_generation: AtomicU64::new(0),
+            max_stale: self.max_stale,
         })))
     }
 }

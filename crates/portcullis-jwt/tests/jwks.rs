@@ -53,20 +53,21 @@ async fn known_keys_keep_working_while_the_endpoint_fails() {
     let verifier = JwtVerifier::builder()
         .issuer(Issuer::new(server.issuer()))
         .jwks_cooldown(Duration::from_millis(50))
-        .cache_capacity(0)
+        .token_cache_bytes(0)
         .build()
         .unwrap();
     verifier.prefetch().await.unwrap();
     server.failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(60)).await;
-    // An unknown kid causes a (failing) refetch; the known key still verifies afterwards.
+    // An unknown kid causes a (failing) refetch: an outage answer, since the key may exist; the
+    // known key still verifies afterwards.
     let unknown = keys()[0].token_with(
         serde_json::json!({"kid": "rotated"}),
         &claims(&server.issuer()),
     );
     assert!(matches!(
         verifier.verify_token(&unknown).await,
-        Err(AuthError::InvalidToken { .. })
+        Err(AuthError::Unavailable { .. })
     ));
     assert_eq!(server.fetches(), 2);
     let t = keys()[0].token(&claims(&server.issuer()));
@@ -111,6 +112,60 @@ async fn a_cached_token_expires_with_its_exp() {
     assert!(
         verifier.verify_token(&t).await.is_err(),
         "never past exp, cached or not"
+    );
+}
+
+#[tokio::test]
+async fn known_keys_stop_working_past_max_stale() {
+    let server = JwksServer::start(jwks_of(&[&keys()[0]])).await;
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()))
+        .jwks_max_stale(Duration::from_millis(100))
+        .jwks_cooldown(Duration::from_millis(10))
+        .token_cache_bytes(0)
+        .build()
+        .unwrap();
+    let t = keys()[0].token(&claims(&server.issuer()));
+    assert!(verifier.verify_token(&t).await.is_ok());
+    server.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(matches!(
+        verifier.verify_token(&t).await,
+        Err(AuthError::Unavailable { .. })
+    ));
+    server.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        verifier.verify_token(&t).await.is_ok(),
+        "recovers when the endpoint answers"
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_cached_tokens() {
+    let (a, b) = (&keys()[0], &keys()[1]);
+    let server = JwksServer::start(jwks_of(&[a, b])).await;
+    let verifier = JwtVerifier::builder()
+        .issuer(Issuer::new(server.issuer()))
+        .jwks_cooldown(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let t = a.token(&claims(&server.issuer()));
+    assert!(verifier.verify_token(&t).await.is_ok());
+    // The issuer withdraws key a; any refresh (here caused by an unknown kid) sees it gone.
+    server.set(jwks_of(&[b]));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let other = b.token_with(serde_json::json!({"kid": "new"}), &claims(&server.issuer()));
+    let _ = verifier.verify_token(&other).await;
+    assert!(
+        verifier.verify_token(&t).await.is_err(),
+        "the cached token is verified again"
+    );
+    assert!(
+        verifier
+            .verify_token(&b.token(&claims(&server.issuer())))
+            .await
+            .is_ok()
     );
 }
 
