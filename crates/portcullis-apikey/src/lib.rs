@@ -22,6 +22,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api;
 mod digest;
 mod format;
 pub mod store;
@@ -32,4 +33,4 @@ pub use format::{
     BODY_LEN, CHECKSUM_LEN, KeyFormat, MalformedKey, ParsedKey, PlaintextKey, SECRET_KEY,
 };
 pub use store::{ApiKeyRecord, KeyStore, MemoryStore, SqlStore, StoreError};
-pub use verifier::{ApiKeyVerifier, ApiKeyVerifierBuilder, CreateError, CreatedKey};
+pub use verifier::{ApiKeyVerifier, ApiKeyVerifierBuilder, CreateError, CreatedKey, PreparedKey};

@@ -89,6 +89,16 @@ pub struct CreatedKey {
     pub key: PlaintextKey,
 }
 
+/// A key made but not yet stored; see [`ApiKeyVerifier::prepare`].
+#[derive(Debug)]
+pub struct PreparedKey {
+    /// The record to store.
+    pub record: ApiKeyRecord,
+    /// The plaintext, for the creator only.
+    pub key: PlaintextKey,
+    digest: Digest,
+}
+
 /// Why a key could not be created.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -170,6 +180,21 @@ impl ApiKeyVerifier {
         if expires_in_days == 0 || expires_in_days > max_days {
             return Err(CreateError::Lifetime { max_days });
         }
+        let prepared = self.prepare(org, name, scopes, created_by, expires_in_days);
+        self.store_prepared(prepared).await
+    }
+
+    /// Make a key and its record without storing them (to record an audit event first).
+    /// `expires_in_days` is capped at the maximum.
+    pub fn prepare(
+        &self,
+        org: &OrgId,
+        name: &str,
+        scopes: ScopeSet,
+        created_by: &str,
+        expires_in_days: u32,
+    ) -> PreparedKey {
+        let days = expires_in_days.clamp(1, self.0.max_lifetime_days);
         let key = self.0.format.generate();
         let parsed = self
             .0
@@ -184,7 +209,7 @@ impl ApiKeyVerifier {
             scopes,
             created_by: created_by.into(),
             created_at: now,
-            expires_at: now + i64::from(expires_in_days) * 86_400,
+            expires_at: now + i64::from(days) * 86_400,
             revoked_at: None,
             last_used_at: None,
             start: parsed.start().into(),
@@ -192,12 +217,24 @@ impl ApiKeyVerifier {
             secret_version: self.0.hasher.current_version(),
         };
         let digest = self.0.hasher.digest(key.expose());
+        PreparedKey {
+            record,
+            key,
+            digest,
+        }
+    }
+
+    /// Store a key made by [`ApiKeyVerifier::prepare`].
+    pub async fn store_prepared(&self, prepared: PreparedKey) -> Result<CreatedKey, CreateError> {
         self.0
             .store
-            .insert(&record, &digest)
+            .insert(&prepared.record, &prepared.digest)
             .await
             .map_err(CreateError::Store)?;
-        Ok(CreatedKey { record, key })
+        Ok(CreatedKey {
+            record: prepared.record,
+            key: prepared.key,
+        })
     }
 
     /// The keys of `org`, newest first.

@@ -1,6 +1,8 @@
 //! API keys end to end through the authentication layer, on every store: in memory, SQLite (a
 //! temporary file) and PostgreSQL (127.0.0.1:5432, database `test`, one schema per test).
 
+mod support;
+
 use std::{
     sync::{
         Arc,
@@ -12,15 +14,14 @@ use std::{
 use axum::{Router, body::Body, routing::get};
 use http::{Request, StatusCode};
 use portcullis_apikey::{
-    ApiKeyRecord, ApiKeyVerifier, Digest, KeyFormat, KeyHasher, KeyStore, MemoryStore, SqlStore,
-    StoreError, store::BoxFuture,
+    ApiKeyRecord, ApiKeyVerifier, Digest, KeyFormat, KeyHasher, KeyStore, MemoryStore, StoreError,
+    store::BoxFuture,
 };
 use portcullis_authn::AuthenticateLayer;
 use portcullis_authz::{OrgContextLayer, RequireScopesLayer};
 use portcullis_core::{OrgId, Principal, PrincipalKind, ScopeSet};
+use support::{Backend, store};
 use tower::ServiceExt;
-
-const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A store wrapper that counts lookups and can be made to fail.
 struct Probe<S> {
@@ -85,42 +86,6 @@ impl<S: KeyStore> KeyStore for Probe<S> {
         v: u16,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.rehash(id, d, v)
-    }
-}
-
-enum Backend {
-    Memory,
-    Sqlite,
-    Postgres,
-}
-
-async fn store(backend: &Backend, name: &str) -> Arc<dyn KeyStore> {
-    match backend {
-        Backend::Memory => Arc::new(MemoryStore::new()),
-        Backend::Sqlite => {
-            let dir =
-                std::env::temp_dir().join(format!("portcullis-keys-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Arc::new(
-                SqlStore::connect(&format!("sqlite://{}", dir.join("keys.db").display()))
-                    .await
-                    .unwrap(),
-            )
-        }
-        Backend::Postgres => {
-            let schema = format!("keys_{}_{}", name, std::process::id());
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-            )))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-            let url = format!("{PG}?options=-c%20search_path%3D{schema}");
-            Arc::new(SqlStore::connect(&url).await.unwrap())
-        }
     }
 }
 

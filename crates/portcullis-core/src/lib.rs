@@ -11,8 +11,10 @@
 //! - [`AuthError`]: every refusal, rendered as RFC 6750 `WWW-Authenticate` plus a small JSON body.
 //! - [`VerifyCredential`]: what the authentication layer asks a JWT or API-key verifier.
 //! - axum extractors for [`Principal`], [`OrgId`] and [`Scopes`].
+//! - [`audit`]: the event schema and the [`AuditSink`](audit::AuditSink) every part hands events to.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 mod bearer;
 mod error;
 mod extract;

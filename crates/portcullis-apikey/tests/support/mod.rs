@@ -1,0 +1,44 @@
+//! Stores for the tests: in memory, SQLite in a temporary file, PostgreSQL in a fresh schema.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::sync::Arc;
+
+use portcullis_apikey::{KeyStore, MemoryStore, SqlStore};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+pub async fn store(backend: &Backend, name: &str) -> Arc<dyn KeyStore> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Sqlite => {
+            let dir =
+                std::env::temp_dir().join(format!("portcullis-keys-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Arc::new(
+                SqlStore::connect(&format!("sqlite://{}", dir.join("keys.db").display()))
+                    .await
+                    .unwrap(),
+            )
+        }
+        Backend::Postgres => {
+            let schema = format!("keys_{}_{}", name, std::process::id());
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            let url = format!("{PG}?options=-c%20search_path%3D{schema}");
+            Arc::new(SqlStore::connect(&url).await.unwrap())
+        }
+    }
+}
