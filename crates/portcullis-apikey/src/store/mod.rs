@@ -1,6 +1,7 @@
 //! Where keys live: one trait, with an in-memory store and a SQL store (SQLite or PostgreSQL).
 
 mod memory;
+mod revocations;
 mod sql;
 
 use std::{fmt, future::Future, pin::Pin};
@@ -8,6 +9,7 @@ use std::{fmt, future::Future, pin::Pin};
 use portcullis_core::{OrgId, ScopeSet};
 
 pub use memory::MemoryStore;
+pub use revocations::RevocationFeed;
 pub use sql::{REVOCATION_CHANNEL, SqlStore};
 
 use crate::Digest;

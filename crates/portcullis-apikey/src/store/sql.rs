@@ -33,9 +33,11 @@ enum Dialect {
 ///
 /// On PostgreSQL a revocation also sends `NOTIFY portcullis_api_keys, '<digest hex>'` in the
 /// revoking transaction, so that replicas listening on the channel evict the key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Kept for the revocation listener; never logged (it may hold a password).
+    url: std::sync::Arc<str>,
     dialect: Dialect,
     sql: Queries,
 }
@@ -140,6 +142,7 @@ impl SqlStore {
         let pool = options.connect(&url).await.map_err(db_error)?;
         let store = Self {
             pool,
+            url: url.into(),
             dialect,
             sql: Queries::new(dialect),
         };
@@ -181,6 +184,18 @@ impl SqlStore {
     /// The connection pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
     }
 }
 
