@@ -33,4 +33,6 @@ pub use format::{
     BODY_LEN, CHECKSUM_LEN, KeyFormat, MalformedKey, ParsedKey, PlaintextKey, SECRET_KEY,
 };
 pub use store::{ApiKeyRecord, KeyStore, MemoryStore, SqlStore, StoreError};
-pub use verifier::{ApiKeyVerifier, ApiKeyVerifierBuilder, CreateError, CreatedKey, PreparedKey};
+pub use verifier::{
+    ApiKeyVerifier, ApiKeyVerifierBuilder, CreateError, CreatedKey, LastUseFlush, PreparedKey,
+};

@@ -5,7 +5,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -53,6 +53,8 @@ struct Inner {
     evicted: moka::sync::Cache<Digest, u64>,
     /// The generation at which everything was last evicted.
     all_evicted: AtomicU64,
+    /// Last use by key id; touched on the cold path (loads) and by the flush only.
+    uses: std::sync::Mutex<std::collections::HashMap<Box<str>, Arc<UseMark>>>,
     fresh: Duration,
     stale: Duration,
     negative: Duration,
@@ -60,9 +62,17 @@ struct Inner {
 }
 
 struct Entry {
-    found: Option<(ApiKeyRecord, Principal)>,
+    found: Option<(ApiKeyRecord, Principal, Arc<UseMark>)>,
     loaded_at: Instant,
     generation: u64,
+}
+
+/// When a key was last used (Unix seconds rounded down to the minute), and what was written.
+/// Shared by every cache entry of the key, so that reloads keep it.
+#[derive(Default)]
+struct UseMark {
+    used: AtomicI64,
+    flushed: AtomicI64,
 }
 
 struct Lifetimes {
@@ -87,6 +97,18 @@ pub struct CreatedKey {
     pub record: ApiKeyRecord,
     /// The key itself; it is not stored and cannot be shown again.
     pub key: PlaintextKey,
+}
+
+/// The background flush of last use; it stops when dropped.
+#[derive(Debug)]
+pub struct LastUseFlush {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LastUseFlush {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A key made but not yet stored; see [`ApiKeyVerifier::prepare`].
@@ -254,6 +276,60 @@ impl ApiKeyVerifier {
         }
     }
 
+    /// Write the last use of every key used since the previous flush, in one batch; the stored
+    /// value only ever moves forward. Returns how many keys were written.
+    ///
+    /// Call it about once a minute ([`ApiKeyVerifier::spawn_last_use_flush`] does): requests
+    /// never write to the store themselves.
+    pub async fn flush_last_use(&self) -> Result<usize, StoreError> {
+        let pending: Vec<(Box<str>, i64, Arc<UseMark>)> = {
+            let mut uses = self.0.uses.lock().expect("not poisoned");
+            // Marks no cache entry holds any more, and fully written, are done with.
+            uses.retain(|_, m| {
+                Arc::strong_count(m) > 1
+                    || m.used.load(Ordering::Relaxed) > m.flushed.load(Ordering::Relaxed)
+            });
+            uses.iter()
+                .filter_map(|(id, m)| {
+                    let used = m.used.load(Ordering::Relaxed);
+                    (used > m.flushed.load(Ordering::Relaxed))
+                        .then(|| (id.clone(), used, m.clone()))
+                })
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<(Box<str>, i64)> = pending
+            .iter()
+            .map(|(id, at, _)| (id.clone(), *at))
+            .collect();
+        self.0.store.touch(&batch).await?;
+        for (_, at, mark) in &pending {
+            mark.flushed.fetch_max(*at, Ordering::Relaxed);
+        }
+        Ok(pending.len())
+    }
+
+    /// Flush last use every `interval` in the background (on a tokio runtime) until the returned
+    /// guard is dropped. Flush once more before shutdown with
+    /// [`ApiKeyVerifier::flush_last_use`].
+    pub fn spawn_last_use_flush(&self, interval: Duration) -> LastUseFlush {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.flush_last_use().await {
+                    tracing::warn!(target: "portcullis::api_keys", error = %e, "writing last use failed; retrying next time");
+                }
+            }
+        });
+        LastUseFlush { task }
+    }
+
     /// Forget what is cached for `digest` (another replica revoked it); a load already under way
     /// will not put it back.
     pub async fn evict(&self, digest: &Digest) {
@@ -284,11 +360,26 @@ impl Inner {
     }
 
     fn decide(entry: &Entry) -> Result<Principal, AuthError> {
-        let (record, principal) = entry.found.as_ref().ok_or(INVALID)?;
-        if record.revoked_at.is_some() || unix_now() >= record.expires_at {
+        let (record, principal, mark) = entry.found.as_ref().ok_or(INVALID)?;
+        let now = unix_now();
+        if record.revoked_at.is_some() || now >= record.expires_at {
             return Err(INVALID);
         }
+        // At most one store per key and minute; usually a single relaxed load.
+        let minute = now - now.rem_euclid(60);
+        if mark.used.load(Ordering::Relaxed) < minute {
+            mark.used.fetch_max(minute, Ordering::Relaxed);
+        }
         Ok(principal.clone())
+    }
+
+    fn use_mark(&self, id: &str) -> Arc<UseMark> {
+        self.uses
+            .lock()
+            .expect("not poisoned")
+            .entry(id.into())
+            .or_default()
+            .clone()
     }
 
     async fn fetch(&self, digest: &Digest, plaintext: &str) -> Result<Entry, StoreError> {
@@ -312,7 +403,8 @@ impl Inner {
         Ok(Entry {
             found: found.map(|r| {
                 let p = principal(&r);
-                (r, p)
+                let mark = self.use_mark(&r.id);
+                (r, p, mark)
             }),
             loaded_at: Instant::now(),
             generation,
@@ -508,6 +600,7 @@ impl ApiKeyVerifierBuilder {
                 .build(),
             generation: AtomicU64::new(0),
             all_evicted: AtomicU64::new(0),
+            uses: std::sync::Mutex::default(),
             format: self.format,
             hasher: self.hasher,
             store: self.store,

@@ -27,6 +27,7 @@ use tower::ServiceExt;
 struct Probe<S> {
     inner: S,
     finds: AtomicUsize,
+    touches: AtomicUsize,
     down: AtomicBool,
 }
 
@@ -35,6 +36,7 @@ impl<S: KeyStore> Probe<S> {
         Arc::new(Self {
             inner,
             finds: AtomicUsize::new(0),
+            touches: AtomicUsize::new(0),
             down: AtomicBool::new(false),
         })
     }
@@ -78,6 +80,10 @@ impl<S: KeyStore> KeyStore for Probe<S> {
         at: i64,
     ) -> BoxFuture<'a, Result<Option<Digest>, StoreError>> {
         self.inner.revoke(org, id, at)
+    }
+    fn touch<'a>(&'a self, used: &'a [(Box<str>, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch(used)
     }
     fn rehash<'a>(
         &'a self,
@@ -375,4 +381,69 @@ async fn concurrent_first_uses_share_one_query() {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(probe.finds(), 1, "concurrent loads of one key are merged");
+}
+
+async fn last_use_is_batched(backend: Backend, name: &str) {
+    let probe = Probe::new(store(&backend, name).await);
+    let keys = ApiKeyVerifier::builder(KeyFormat::default(), hasher(), probe.clone())
+        .fresh_for(Duration::ZERO)
+        .build();
+    let app = app(keys.clone());
+    let scopes = ScopeSet::parse(["comps:read"]).unwrap();
+    let used = keys
+        .create(&org("org_a"), "used", scopes.clone(), "u", 1)
+        .await
+        .unwrap();
+    let idle = keys
+        .create(&org("org_a"), "idle", scopes, "u", 1)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            call(&app, "/orgs/org_a/comps", used.key.expose()).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        probe.touches.load(Ordering::SeqCst),
+        0,
+        "no write per request"
+    );
+    assert_eq!(keys.flush_last_use().await.unwrap(), 1);
+    assert_eq!(
+        keys.flush_last_use().await.unwrap(),
+        0,
+        "nothing new to write"
+    );
+    assert_eq!(probe.touches.load(Ordering::SeqCst), 1, "one batched write");
+    let listed = keys.list(&org("org_a")).await.unwrap();
+    let at = |id: &str| listed.iter().find(|k| &*k.id == id).unwrap().last_used_at;
+    let stamp = at(&used.record.id).expect("last use recorded");
+    assert_eq!(stamp % 60, 0, "to the minute");
+    assert!((stamp - used.record.created_at).abs() < 120, "about now");
+    assert_eq!(at(&idle.record.id), None);
+    // Forward only: an older value never overwrites a newer one.
+    probe
+        .touch(&[(used.record.id.clone(), stamp - 3600)])
+        .await
+        .unwrap();
+    let listed = keys.list(&org("org_a")).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .find(|k| k.id == used.record.id)
+            .unwrap()
+            .last_used_at,
+        Some(stamp)
+    );
+}
+
+#[tokio::test]
+async fn last_use_on_sqlite() {
+    last_use_is_batched(Backend::Sqlite, "lastuse").await;
+}
+
+#[tokio::test]
+async fn last_use_on_postgres() {
+    last_use_is_batched(Backend::Postgres, "lastuse").await;
 }

@@ -82,6 +82,16 @@ impl KeyStore for MemoryStore {
         ready(Ok(found))
     }
 
+    fn touch<'a>(&'a self, used: &'a [(Box<str>, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut keys = self.keys.write().expect("not poisoned");
+        for record in keys.values_mut() {
+            if let Some((_, at)) = used.iter().find(|(id, _)| *id == record.id) {
+                record.last_used_at = Some(record.last_used_at.map_or(*at, |prev| prev.max(*at)));
+            }
+        }
+        ready(Ok(()))
+    }
+
     fn rehash<'a>(
         &'a self,
         id: &'a str,

@@ -93,6 +93,10 @@ pub trait KeyStore: Send + Sync + 'static {
         at: i64,
     ) -> BoxFuture<'a, Result<Option<Digest>, StoreError>>;
 
+    /// Record last use: for each `(id, at)`, set `last_used_at` to `at` unless it is already
+    /// later (the value only moves forward).
+    fn touch<'a>(&'a self, used: &'a [(Box<str>, i64)]) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Replace the digest of key `id` by one made with the current secret.
     fn rehash<'a>(
         &'a self,
@@ -126,6 +130,9 @@ impl<S: KeyStore + ?Sized> KeyStore for std::sync::Arc<S> {
         at: i64,
     ) -> BoxFuture<'a, Result<Option<Digest>, StoreError>> {
         (**self).revoke(org, id, at)
+    }
+    fn touch<'a>(&'a self, used: &'a [(Box<str>, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).touch(used)
     }
     fn rehash<'a>(
         &'a self,

@@ -50,6 +50,7 @@ struct Queries {
     list: SqlStr,
     revoke: SqlStr,
     rehash: SqlStr,
+    touch: SqlStr,
 }
 
 impl Queries {
@@ -79,6 +80,9 @@ impl Queries {
             rehash: q(
                 "UPDATE portcullis_api_keys SET digest = ?, secret_version = ? WHERE id = ?".into(),
             ),
+            touch: q("UPDATE portcullis_api_keys SET last_used_at = ? \
+                      WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+                .into()),
         }
     }
 }
@@ -315,6 +319,23 @@ impl KeyStore for SqlStore {
             }
             tx.commit().await.map_err(db_error)?;
             Ok(digest)
+        })
+    }
+
+    fn touch<'a>(&'a self, used: &'a [(Box<str>, i64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            for (id, at) in used {
+                sqlx::query(self.sql.touch.clone())
+                    .bind(*at)
+                    .bind(id.to_string())
+                    .bind(*at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(())
         })
     }
 
