@@ -19,7 +19,7 @@ use portcullis_apikey::{
 };
 use portcullis_authn::AuthenticateLayer;
 use portcullis_authz::{OrgContextLayer, RequireScopesLayer};
-use portcullis_core::{OrgId, Principal, PrincipalKind, ScopeSet};
+use portcullis_core::{OrgId, Principal, PrincipalKind, ScopeSet, VerifyCredential};
 use support::{Backend, store};
 use tower::ServiceExt;
 
@@ -29,6 +29,8 @@ struct Probe<S> {
     finds: AtomicUsize,
     touches: AtomicUsize,
     down: AtomicBool,
+    /// Answer a lookup only after this many milliseconds (the row is read first).
+    stall_ms: AtomicUsize,
 }
 
 impl<S: KeyStore> Probe<S> {
@@ -37,6 +39,7 @@ impl<S: KeyStore> Probe<S> {
             inner,
             finds: AtomicUsize::new(0),
             touches: AtomicUsize::new(0),
+            stall_ms: AtomicUsize::new(0),
             down: AtomicBool::new(false),
         })
     }
@@ -60,7 +63,12 @@ impl<S: KeyStore> KeyStore for Probe<S> {
         self.finds.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             self.check()?;
-            self.inner.find(d).await
+            let found = self.inner.find(d).await;
+            let stall = self.stall_ms.load(Ordering::SeqCst);
+            if stall > 0 {
+                tokio::time::sleep(Duration::from_millis(stall as u64)).await;
+            }
+            found
         })
     }
     fn insert<'a>(
@@ -446,4 +454,42 @@ async fn last_use_on_sqlite() {
 #[tokio::test]
 async fn last_use_on_postgres() {
     last_use_is_batched(Backend::Postgres, "lastuse").await;
+}
+
+#[tokio::test]
+async fn a_load_that_raced_a_revoke_does_not_put_the_key_back() {
+    let probe = Probe::new(MemoryStore::new());
+    let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
+    let created = keys
+        .create(
+            &org("org_a"),
+            "a",
+            ScopeSet::parse(["comps:read"]).unwrap(),
+            "u",
+            1,
+        )
+        .await
+        .unwrap();
+    let key = created.key.expose().to_owned();
+    // A first use reads the (still valid) row, then stalls; the key is revoked meanwhile.
+    probe.stall_ms.store(300, Ordering::SeqCst);
+    let racing = {
+        let (keys, key) = (keys.clone(), key.clone());
+        tokio::spawn(async move { keys.verify(&key).resolve().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    probe.stall_ms.store(0, Ordering::SeqCst);
+    assert!(
+        keys.revoke(&org("org_a"), &created.record.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        racing.await.unwrap().is_err(),
+        "the stale load is discarded, and the key reloaded"
+    );
+    assert!(
+        keys.verify(&key).resolve().await.is_err(),
+        "and not cached as valid"
+    );
 }

@@ -31,6 +31,7 @@
 //! # Feature flags
 //!
 //! - `jwt`: the JWT verifier ([`jwt`]).
+//! - `api-keys`: API keys ([`api_keys`]).
 //! - `aws-lc-rs`: jsonwebtoken's crypto backend, for binaries. A library leaves it off; a binary
 //!   enables it, or `portcullis-jwt/rust-crypto`, or installs a provider itself.
 //! - `full`: everything but a crypto backend.
@@ -50,6 +51,14 @@ pub use portcullis_core::{
 pub mod core {
     #[doc(inline)]
     pub use portcullis_core::*;
+}
+
+/// Hashed, org-scoped, expiring API keys: format, stores, verifier, management API.
+#[cfg(feature = "api-keys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "api-keys")))]
+pub mod api_keys {
+    #[doc(inline)]
+    pub use portcullis_apikey::*;
 }
 
 /// JWT verification: JWKS per issuer, Clerk claims, strict scopes.
