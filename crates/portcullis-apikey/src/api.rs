@@ -198,7 +198,7 @@ async fn create(
         });
         return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }
-    let max = state.keys.max_lifetime_days();
+    let max = state.keys.max_lifetime_days(&org);
     if req.expires_in_days == 0 || req.expires_in_days > max {
         return error(
             StatusCode::BAD_REQUEST,

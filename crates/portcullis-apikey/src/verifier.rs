@@ -59,6 +59,7 @@ struct Inner {
     stale: Duration,
     negative: Duration,
     max_lifetime_days: u32,
+    org_max_lifetime_days: std::collections::HashMap<OrgId, u32>,
 }
 
 struct Entry {
@@ -168,6 +169,7 @@ impl ApiKeyVerifier {
             negative: Duration::from_secs(30),
             capacity: 1_000_000,
             max_lifetime_days: 365,
+            org_max_lifetime_days: std::collections::HashMap::new(),
         }
     }
 
@@ -181,9 +183,14 @@ impl ApiKeyVerifier {
         &self.0.store
     }
 
-    /// The longest lifetime a new key may have, in days.
-    pub fn max_lifetime_days(&self) -> u32 {
-        self.0.max_lifetime_days
+    /// The longest lifetime a new key of `org` may have, in days: the org's own maximum, or
+    /// the default.
+    pub fn max_lifetime_days(&self, org: &OrgId) -> u32 {
+        self.0
+            .org_max_lifetime_days
+            .get(org)
+            .copied()
+            .unwrap_or(self.0.max_lifetime_days)
     }
 
     /// Create a key for `org` with `scopes`, expiring in `expires_in_days` (1 to the maximum).
@@ -198,7 +205,7 @@ impl ApiKeyVerifier {
         created_by: &str,
         expires_in_days: u32,
     ) -> Result<CreatedKey, CreateError> {
-        let max_days = self.0.max_lifetime_days;
+        let max_days = self.max_lifetime_days(org);
         if expires_in_days == 0 || expires_in_days > max_days {
             return Err(CreateError::Lifetime { max_days });
         }
@@ -216,7 +223,7 @@ impl ApiKeyVerifier {
         created_by: &str,
         expires_in_days: u32,
     ) -> PreparedKey {
-        let days = expires_in_days.clamp(1, self.0.max_lifetime_days);
+        let days = expires_in_days.clamp(1, self.max_lifetime_days(org));
         let key = self.0.format.generate();
         let parsed = self
             .0
@@ -542,6 +549,7 @@ pub struct ApiKeyVerifierBuilder {
     negative: Duration,
     capacity: u64,
     max_lifetime_days: u32,
+    org_max_lifetime_days: std::collections::HashMap<OrgId, u32>,
 }
 
 impl fmt::Debug for ApiKeyVerifierBuilder {
@@ -584,6 +592,12 @@ impl ApiKeyVerifierBuilder {
         self
     }
 
+    /// A different maximum lifetime for the keys of `org` (an organization's own policy).
+    pub fn org_max_lifetime_days(mut self, org: OrgId, days: u32) -> Self {
+        self.org_max_lifetime_days.insert(org, days);
+        self
+    }
+
     /// Build the verifier.
     pub fn build(self) -> ApiKeyVerifier {
         let stale = self.stale.max(self.fresh);
@@ -608,6 +622,7 @@ impl ApiKeyVerifierBuilder {
             stale,
             negative: self.negative,
             max_lifetime_days: self.max_lifetime_days,
+            org_max_lifetime_days: self.org_max_lifetime_days,
         }))
     }
 }

@@ -201,7 +201,25 @@ async fn lifecycle(backend: Backend, name: &str) {
         StatusCode::UNAUTHORIZED
     );
 
-    // Lifetime is mandatory and capped.
+    // Lifetime is mandatory and capped, per organization where it has its own maximum.
+    let strict_org = ApiKeyVerifier::builder(KeyFormat::default(), hasher(), probe.clone())
+        .org_max_lifetime_days(org("org_b"), 7)
+        .build();
+    assert_eq!(strict_org.max_lifetime_days(&org("org_b")), 7);
+    assert_eq!(strict_org.max_lifetime_days(&org("org_a")), 365);
+    let scopes_b = ScopeSet::parse(["comps:read"]).unwrap();
+    assert!(
+        strict_org
+            .create(&org("org_b"), "x", scopes_b.clone(), "u", 8)
+            .await
+            .is_err()
+    );
+    assert!(
+        strict_org
+            .create(&org("org_b"), "x", scopes_b, "u", 7)
+            .await
+            .is_ok()
+    );
     assert!(
         keys.create(&org("org_a"), "x", scopes.clone(), "u", 0)
             .await
