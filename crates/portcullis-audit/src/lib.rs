@@ -1,0 +1,17 @@
+//! Audit sinks for Portcullis.
+//!
+//! - [`JsonlSink`]: a JSON Lines file, one event per line, each line chained to the one before
+//!   it (`seq`, `prev_hash`, `hash` = SHA-256 over the previous hash and the line's canonical
+//!   JSON). A batch is acknowledged only once it is on disk (fsync).
+//! - [`verify`]: reads such a file and names the first line that was changed, removed, inserted
+//!   or moved.
+//!
+//! The event schema and the [`AuditSink`](portcullis_core::audit::AuditSink) interface live in
+//! `portcullis-core`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod chain;
+mod jsonl;
+
+pub use chain::{GENESIS, Verified, VerifyError, VerifyErrorKind, verify, verify_reader};
+pub use jsonl::JsonlSink;
