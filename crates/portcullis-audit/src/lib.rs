@@ -5,6 +5,8 @@
 //!   JSON). A batch is acknowledged only once it is on disk (fsync).
 //! - [`verify`]: reads such a file and names the first line that was changed, removed, inserted
 //!   or moved.
+//! - [`PgAuditSink`]: PostgreSQL, batched and idempotent, through a role that may only insert and
+//!   read; triggers refuse `UPDATE`, `DELETE` and `TRUNCATE`.
 //!
 //! The event schema and the [`AuditSink`](portcullis_core::audit::AuditSink) interface live in
 //! `portcullis-core`.
@@ -12,6 +14,8 @@
 
 mod chain;
 mod jsonl;
+mod postgres;
 
 pub use chain::{GENESIS, Verified, VerifyError, VerifyErrorKind, verify, verify_reader};
 pub use jsonl::JsonlSink;
+pub use postgres::{PgAuditSink, PgSinkError, WRITER_ROLE};
