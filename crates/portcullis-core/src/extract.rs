@@ -1,21 +1,62 @@
 //! axum extractors for what the layers put in a request's extensions.
 
-use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
-use http::request::Parts;
+use axum_core::{
+    extract::{FromRequestParts, OptionalFromRequestParts},
+    response::{IntoResponse, Response},
+};
+use http::{StatusCode, request::Parts};
 
-use crate::{AuthError, OrgId, Principal, ScopeSet};
+use crate::{AuthError, DEFAULT_REALM, OrgId, Principal, RequestId, ScopeSet};
+
+/// Rejection of the [`Principal`], [`OrgId`] and [`Scopes`] extractors: the layer that provides
+/// the value did not run, a wiring bug answered with 500. The body echoes the request's id.
+#[derive(Debug)]
+pub struct ExtractRejection {
+    error: AuthError,
+    request_id: RequestId,
+}
+
+impl ExtractRejection {
+    fn missing(missing: &'static str, parts: &Parts) -> Self {
+        Self {
+            error: AuthError::Misconfigured { missing },
+            request_id: RequestId::from_headers(&parts.headers),
+        }
+    }
+
+    /// The status of the response (500).
+    pub fn status(&self) -> StatusCode {
+        self.error.status()
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &AuthError {
+        &self.error
+    }
+}
+
+impl std::fmt::Display for ExtractRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ExtractRejection {}
+
+impl IntoResponse for ExtractRejection {
+    fn into_response(self) -> Response {
+        self.error.to_response(DEFAULT_REALM, &self.request_id)
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = AuthError;
+    type Rejection = ExtractRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .ok_or(AuthError::Misconfigured {
-                missing: "Principal",
-            })
+        match parts.extensions.get::<Self>() {
+            Some(p) => Ok(p.clone()),
+            None => Err(ExtractRejection::missing("Principal", parts)),
+        }
     }
 }
 
@@ -31,14 +72,13 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for OrgId {
-    type Rejection = AuthError;
+    type Rejection = ExtractRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .ok_or(AuthError::Misconfigured { missing: "OrgId" })
+        match parts.extensions.get::<Self>() {
+            Some(org) => Ok(org.clone()),
+            None => Err(ExtractRejection::missing("OrgId", parts)),
+        }
     }
 }
 
@@ -55,16 +95,13 @@ impl<S: Send + Sync> FromRequestParts<S> for OrgId {
 pub struct Scopes(pub ScopeSet);
 
 impl<S: Send + Sync> FromRequestParts<S> for Scopes {
-    type Rejection = AuthError;
+    type Rejection = ExtractRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .map(|p| Self(p.scopes().clone()))
-            .ok_or(AuthError::Misconfigured {
-                missing: "Principal",
-            })
+        match parts.extensions.get::<Principal>() {
+            Some(p) => Ok(Self(p.scopes().clone())),
+            None => Err(ExtractRejection::missing("Principal", parts)),
+        }
     }
 }
 
@@ -75,11 +112,20 @@ mod tests {
 
     #[tokio::test]
     async fn extractors() {
-        let (mut parts, ()) = http::Request::new(()).into_parts();
+        let (mut parts, ()) = http::Request::builder()
+            .header("x-request-id", "rid-7")
+            .body(())
+            .unwrap()
+            .into_parts();
         let err = <Principal as FromRequestParts<()>>::from_request_parts(&mut parts, &())
             .await
             .unwrap_err();
         assert_eq!(err.status(), 500);
+        let res = err.into_response();
+        assert_eq!(res.status(), 500);
+        let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["request_id"], "rid-7", "the request's id is echoed");
         let none = <Principal as OptionalFromRequestParts<()>>::from_request_parts(&mut parts, &())
             .await
             .unwrap();

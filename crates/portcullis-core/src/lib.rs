@@ -26,7 +26,7 @@ mod verify;
 
 pub use bearer::{MAX_CREDENTIAL_LEN, bearer_credential};
 pub use error::{AuthError, ConfigError, DEFAULT_REALM, REQUEST_ID_HEADER, RequestId};
-pub use extract::Scopes;
+pub use extract::{ExtractRejection, Scopes};
 pub use org::{
     InvalidOrgId, MAX_ORG_ID_LEN, OrgId, OrgMembership, is_valid_org_id, strip_org_prefix,
 };
