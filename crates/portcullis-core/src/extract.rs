@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(err.status(), 500);
         let res = err.into_response();
         assert_eq!(res.status(), 500);
-        let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["request_id"], "rid-7", "the request's id is echoed");
         let none = <Principal as OptionalFromRequestParts<()>>::from_request_parts(&mut parts, &())
