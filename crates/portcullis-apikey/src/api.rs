@@ -189,7 +189,9 @@ async fn create(
             .reason("scope_escalation")
             .request(&request_id, &method, uri.path())
             .sensitive();
-        state.audit.record(denied);
+        if state.audit.record(denied).await.is_err() {
+            return unavailable(&headers, "audit sink");
+        }
         let body = json!({
             "error": "insufficient_scope",
             "error_description": "a key cannot have scopes its creator lacks",

@@ -69,8 +69,9 @@ impl AuditSink for Recorder {
         };
         Box::pin(std::future::ready(result))
     }
-    fn record(&self, event: AuditEvent) {
+    fn record(&self, event: AuditEvent) -> RecordFuture {
         self.events.lock().unwrap().push(event);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

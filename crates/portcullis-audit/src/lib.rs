@@ -8,14 +8,23 @@
 //! - [`PgAuditSink`]: PostgreSQL, batched and idempotent, through a role that may only insert and
 //!   read; triggers refuse `UPDATE`, `DELETE` and `TRUNCATE`.
 //!
+//! - [`Auditor`]: the emitter every layer hands events to (an
+//!   [`AuditSink`](portcullis_core::audit::AuditSink)): sensitive events written before the
+//!   action proceeds, routine events queued, spooled to disk when the queue or the sink cannot
+//!   take them, and every event that could not be recorded counted in an `audit.gap` event.
+//!
 //! The event schema and the [`AuditSink`](portcullis_core::audit::AuditSink) interface live in
 //! `portcullis-core`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod chain;
+mod emitter;
 mod jsonl;
 mod postgres;
 
 pub use chain::{GENESIS, Verified, VerifyError, VerifyErrorKind, verify, verify_reader};
+pub use emitter::{
+    AuditStats, Auditor, AuditorConfig, AuditorTask, EventWriter, JsonlWriter, WriteFuture,
+};
 pub use jsonl::JsonlSink;
 pub use postgres::{PgAuditSink, PgSinkError, WRITER_ROLE};

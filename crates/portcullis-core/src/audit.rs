@@ -8,7 +8,7 @@
 
 use std::{borrow::Cow, fmt, future::Future, pin::Pin, sync::Arc};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{CredentialId, OrgId, Principal, RequestId, Scope};
 
@@ -16,7 +16,7 @@ use crate::{CredentialId, OrgId, Principal, RequestId, Scope};
 pub const AUDIT_SCHEMA_VERSION: u16 = 1;
 
 /// What happened, to whom, by whom, in which organization.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AuditEvent {
     /// The schema version.
@@ -48,14 +48,15 @@ pub struct AuditEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Cow<'static, str>>,
     /// Scopes the action required.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes_required: Vec<Scope>,
     /// Whether the action is sensitive.
+    #[serde(default)]
     pub sensitive: bool,
 }
 
 /// The outcome of an audited action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Outcome {
@@ -68,10 +69,10 @@ pub enum Outcome {
 }
 
 /// Who acted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditActor {
     /// `user` or `service_account`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The subject id.
     pub id: String,
     /// Who acted on the subject's behalf (RFC 8693 `act`).
@@ -83,26 +84,26 @@ pub struct AuditActor {
 }
 
 /// What was acted on.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditTarget {
     /// `api_key`, `user`, `session`, `route`, ...
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// Its id.
     pub id: String,
 }
 
 /// The credential, by kind and public id.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditCredential {
     /// `jwt` or `api_key`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The key id, or the JWT's `jti` (or `kid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
 
 /// The request an event belongs to.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditRequest {
     /// The request id (`x-request-id`).
     pub id: String,
@@ -136,7 +137,7 @@ impl AuditEvent {
     #[must_use]
     pub fn by(mut self, principal: &Principal) -> Self {
         self.actor = Some(AuditActor {
-            kind: principal.kind().as_str(),
+            kind: principal.kind().as_str().into(),
             id: principal.subject().to_owned(),
             on_behalf_of: principal.actor().map(|a| a.subject.to_string()),
             session: principal.session_id().map(str::to_owned),
@@ -144,11 +145,11 @@ impl AuditEvent {
         self.org_id = principal.org_id().cloned();
         self.credential = Some(match principal.credential() {
             CredentialId::Jwt { kid, jti } => AuditCredential {
-                kind: "jwt",
+                kind: "jwt".into(),
                 id: jti.as_deref().or(kid.as_deref()).map(str::to_owned),
             },
             CredentialId::ApiKey { id } => AuditCredential {
-                kind: "api_key",
+                kind: "api_key".into(),
                 id: Some(id.to_string()),
             },
         });
@@ -159,7 +160,7 @@ impl AuditEvent {
     #[must_use]
     pub fn target(mut self, kind: &'static str, id: impl Into<String>) -> Self {
         self.target = Some(AuditTarget {
-            kind,
+            kind: kind.into(),
             id: id.into(),
         });
         self
@@ -211,8 +212,10 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Record a sensitive event durably; the caller proceeds only on `Ok`.
     fn record_sensitive(&self, event: AuditEvent) -> RecordFuture;
 
-    /// Record a routine event; it may be queued and written later, never dropped silently.
-    fn record(&self, event: AuditEvent);
+    /// Record a routine event: it may be queued and written later. The future resolves once the
+    /// event is accepted (queued or spooled); `Err` means it could not be, and the caller should
+    /// refuse the request (503) rather than act unaudited.
+    fn record(&self, event: AuditEvent) -> RecordFuture;
 }
 
 impl<A: AuditSink + ?Sized> AuditSink for Arc<A> {
@@ -220,8 +223,8 @@ impl<A: AuditSink + ?Sized> AuditSink for Arc<A> {
         (**self).record_sensitive(event)
     }
 
-    fn record(&self, event: AuditEvent) {
-        (**self).record(event);
+    fn record(&self, event: AuditEvent) -> RecordFuture {
+        (**self).record(event)
     }
 }
 
@@ -231,17 +234,17 @@ pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
     fn record_sensitive(&self, event: AuditEvent) -> RecordFuture {
-        self.record(event);
-        Box::pin(std::future::ready(Ok(())))
+        self.record(event)
     }
 
-    fn record(&self, event: AuditEvent) {
+    fn record(&self, event: AuditEvent) -> RecordFuture {
         match serde_json::to_string(&event) {
             Ok(json) => tracing::info!(target: "portcullis::audit", event = %json, "audit"),
             Err(e) => {
                 tracing::error!(target: "portcullis::audit", error = %e, "unserializable audit event");
             }
         }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
