@@ -10,11 +10,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The canonical bytes of a line without its `prev_hash` and `hash`: compact JSON, members in
 /// the order serde_json keeps them (the order they were written in).
-pub(crate) fn canonical(line: &Map<String, Value>) -> Vec<u8> {
-    let mut body = line.clone();
-    body.remove("prev_hash");
-    body.remove("hash");
-    serde_json::to_vec(&Value::Object(body)).expect("a JSON map serializes")
+pub(crate) fn canonical(mut line: Map<String, Value>) -> Vec<u8> {
+    line.remove("prev_hash");
+    line.remove("hash");
+    serde_json::to_vec(&Value::Object(line)).expect("a JSON map serializes")
 }
 
 /// `hex(SHA-256(prev_hash ‖ "\n" ‖ canonical))`.
@@ -122,8 +121,10 @@ pub fn verify_reader(reader: impl BufRead) -> Result<Verified, VerifyError> {
         };
         let (Some(seq), Some(prev), Some(hash)) = (
             map.get("seq").and_then(Value::as_u64),
-            map.get("prev_hash").and_then(Value::as_str),
-            map.get("hash").and_then(Value::as_str),
+            map.get("prev_hash")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            map.get("hash").and_then(Value::as_str).map(str::to_owned),
         ) else {
             return Err(fail(VerifyErrorKind::Malformed));
         };
@@ -136,10 +137,10 @@ pub fn verify_reader(reader: impl BufRead) -> Result<Verified, VerifyError> {
         if prev != head {
             return Err(fail(VerifyErrorKind::BrokenLink));
         }
-        if link(prev, &canonical(&map)) != hash {
+        if link(&prev, &canonical(map)) != hash {
             return Err(fail(VerifyErrorKind::Altered));
         }
-        head = hash.to_owned();
+        head = hash;
         events = seq;
     }
     Ok(Verified { events, head })

@@ -77,7 +77,8 @@ impl EventWriter for PgAuditSink {
 pub struct AuditorConfig {
     /// Events queued in memory (default 10 000).
     pub queue: usize,
-    /// Most events written in one batch (default 256).
+    /// Most events written in one batch (default 4096: a full batch is what sustains PostgreSQL;
+    /// under light load a batch is whatever is queued).
     pub batch: usize,
     /// How long a routine event waits for room in a full queue before it is spooled (100 ms).
     pub block_for: Duration,
@@ -85,6 +86,8 @@ pub struct AuditorConfig {
     pub sensitive_timeout: Duration,
     /// Attempts at a failing batch before its routine events are spooled (3).
     pub attempts: u32,
+    /// How long the writer waits after the first event of a batch for more (1 ms).
+    pub linger: Duration,
     /// The spool file: routine events that could not be queued or written wait here, on disk.
     pub spool: PathBuf,
     /// The largest spool, in bytes (64 MiB); past it events are refused (503) and counted.
@@ -96,10 +99,11 @@ impl AuditorConfig {
     pub fn new(spool: impl Into<PathBuf>) -> Self {
         Self {
             queue: 10_000,
-            batch: 256,
+            batch: 4096,
             block_for: Duration::from_millis(100),
             sensitive_timeout: Duration::from_secs(2),
             attempts: 3,
+            linger: Duration::from_millis(1),
             spool: spool.into(),
             spool_max_bytes: 64 * 1024 * 1024,
         }
@@ -273,12 +277,19 @@ impl Shared {
 async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
     let config = shared.config.clone();
     let mut reported_lost = 0u64;
+    let mut last_batch = 0usize;
     loop {
         let Some(first) = rx.recv().await else {
             // Every sender is gone: write what the spool holds, then stop.
             replay(&writer, &shared).await;
             return;
         };
+        // Under light load, linger so that events arriving meanwhile join the batch and their
+        // senders find the writer busy rather than parked (waking it is most of an event's
+        // cost). Under load the batches are full and the writer never waits.
+        if !config.linger.is_zero() && last_batch < config.batch / 4 {
+            tokio::time::sleep(config.linger).await;
+        }
         let mut msgs = vec![first];
         while msgs.len() < config.batch {
             match rx.try_recv() {
@@ -286,6 +297,7 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
                 Err(_) => break,
             }
         }
+        last_batch = msgs.len();
         let mut events = Vec::with_capacity(msgs.len());
         let mut acks = Vec::new();
         let mut flushes = Vec::new();

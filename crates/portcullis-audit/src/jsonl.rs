@@ -9,7 +9,7 @@ use std::{
 use portcullis_core::audit::AuditEvent;
 use serde_json::Value;
 
-use crate::chain::{GENESIS, canonical, link};
+use crate::chain::{GENESIS, link};
 
 /// Appends audit events to a hash-chained JSON Lines file.
 ///
@@ -63,11 +63,16 @@ impl JsonlSink {
             };
             seq += 1;
             line.insert("seq".into(), seq.into());
-            let hash = link(&head, &canonical(&line));
-            line.insert("prev_hash".into(), Value::String(head));
-            line.insert("hash".into(), Value::String(hash.clone()));
-            serde_json::to_writer(&mut buf, &Value::Object(line)).map_err(io::Error::other)?;
-            buf.push(b'\n');
+            // The canonical form (the line without prev_hash and hash) is serialized once; the
+            // line is that object with the two members added before its closing brace.
+            let canonical = serde_json::to_vec(&Value::Object(line)).map_err(io::Error::other)?;
+            let hash = link(&head, &canonical);
+            buf.extend_from_slice(&canonical[..canonical.len() - 1]);
+            buf.extend_from_slice(br#","prev_hash":""#);
+            buf.extend_from_slice(head.as_bytes());
+            buf.extend_from_slice(br#"","hash":""#);
+            buf.extend_from_slice(hash.as_bytes());
+            buf.extend_from_slice(b"\"}\n");
             head = hash;
         }
         self.file.write_all(&buf)?;

@@ -84,20 +84,19 @@ impl PgAuditSink {
         let mut times = Vec::with_capacity(events.len());
         let mut actions = Vec::with_capacity(events.len());
         let mut outcomes = Vec::with_capacity(events.len());
-        let mut orgs: Vec<Option<String>> = Vec::with_capacity(events.len());
-        let mut actors: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut orgs: Vec<Option<&str>> = Vec::with_capacity(events.len());
+        let mut actors: Vec<Option<&str>> = Vec::with_capacity(events.len());
         let mut sensitive = Vec::with_capacity(events.len());
         let mut bodies = Vec::with_capacity(events.len());
         for e in events {
-            let body = serde_json::to_value(e).map_err(|e| PgSinkError(e.to_string()))?;
-            ids.push(e.id.clone());
-            times.push(e.time.clone());
-            actions.push(e.action.to_string());
-            outcomes.push(body["outcome"].as_str().unwrap_or_default().to_owned());
-            orgs.push(e.org_id.as_ref().map(ToString::to_string));
-            actors.push(e.actor.as_ref().map(|a| a.id.clone()));
+            ids.push(e.id.as_str());
+            times.push(e.time.as_str());
+            actions.push(&*e.action);
+            outcomes.push(e.outcome.as_str());
+            orgs.push(e.org_id.as_ref().map(|o| o.as_str()));
+            actors.push(e.actor.as_ref().map(|a| a.id.as_str()));
             sensitive.push(e.sensitive);
-            bodies.push(body.to_string());
+            bodies.push(serde_json::to_string(e).map_err(|e| PgSinkError(e.to_string()))?);
         }
         let done = sqlx::query(
             "INSERT INTO portcullis_audit_events \

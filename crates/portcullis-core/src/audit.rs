@@ -68,6 +68,17 @@ pub enum Outcome {
     Denied,
 }
 
+impl Outcome {
+    /// `success`, `failure` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+}
+
 /// Who acted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditActor {
@@ -248,17 +259,33 @@ impl AuditSink for TracingAudit {
     }
 }
 
-/// Now as RFC 3339 UTC with milliseconds.
+/// Now as RFC 3339 UTC with milliseconds (`2026-11-21T05:18:56.123Z`).
 pub fn rfc3339_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    format!("{}.{:03}Z", &rfc3339(secs)[..19], now.subsec_millis())
+    let (year, month, day, h, m, s) = civil(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+    // Filled in place rather than with `format!`: this runs for every event.
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, n: i64| {
+        let mut n = n.clamp(0, 9999);
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, h);
+    put(14, 2, m);
+    put(17, 2, s);
+    put(20, 3, i64::from(now.subsec_millis()));
+    String::from_utf8(out.to_vec()).expect("ASCII digits")
 }
 
-/// Unix seconds as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
-pub fn rfc3339(unix_seconds: i64) -> String {
+/// Year, month, day, hour, minute, second of Unix seconds (UTC).
+fn civil(unix_seconds: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = unix_seconds.div_euclid(86_400);
     let secs = unix_seconds.rem_euclid(86_400);
     // Howard Hinnant's civil-from-days.
@@ -271,12 +298,13 @@ pub fn rfc3339(unix_seconds: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Unix seconds as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(unix_seconds: i64) -> String {
+    let (year, month, day, h, m, s) = civil(unix_seconds);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 #[cfg(test)]
@@ -289,7 +317,21 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_238_336), "2026-11-21T05:18:56Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339_now().len(), 24);
+        let now = rfc3339_now();
+        assert_eq!(now.len(), 24, "{now}");
+        assert_eq!(
+            &now[..19],
+            &rfc3339(
+                i64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                )
+                .unwrap()
+            )[..19]
+        );
+        assert!(now.ends_with('Z') && now.as_bytes()[19] == b'.');
     }
 
     #[test]
