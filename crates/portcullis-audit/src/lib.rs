@@ -20,6 +20,7 @@
 mod chain;
 mod emitter;
 mod jsonl;
+pub mod layer;
 mod postgres;
 
 pub use chain::{GENESIS, Verified, VerifyError, VerifyErrorKind, verify, verify_reader};
@@ -27,4 +28,6 @@ pub use emitter::{
     AuditStats, Auditor, AuditorConfig, AuditorTask, EventWriter, JsonlWriter, WriteFuture,
 };
 pub use jsonl::JsonlSink;
+#[doc(inline)]
+pub use layer::{Audit, AuditLayer};
 pub use postgres::{PgAuditSink, PgSinkError, WRITER_ROLE};

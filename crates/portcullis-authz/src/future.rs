@@ -5,9 +5,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::Response;
 use pin_project_lite::pin_project;
-use portcullis_core::{AuthError, RequestId};
+use portcullis_core::{AuthError, Principal, RequestId};
 
 pin_project! {
     /// Response future for [`OrgContext`](crate::OrgContext) and
@@ -33,12 +33,16 @@ impl<F, B: From<Bytes>> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn reject(err: &AuthError, realm: &str, headers: &HeaderMap) -> Self {
-        let request_id = RequestId::from_headers(headers);
+    /// A refusal; the principal (if any) goes into the response's extensions, so that an outer
+    /// audit layer can attribute the refusal.
+    pub(crate) fn reject<Req>(err: &AuthError, realm: &str, req: &http::Request<Req>) -> Self {
+        let request_id = RequestId::from_headers(req.headers());
+        let mut res = err.to_response(realm, &request_id);
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            res.extensions_mut().insert(principal.clone());
+        }
         Self {
-            kind: Kind::Reject {
-                res: Some(err.to_response(realm, &request_id)),
-            },
+            kind: Kind::Reject { res: Some(res) },
         }
     }
 }

@@ -170,7 +170,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.check(req) {
             Ok(req) => ResponseFuture::inner(self.inner.call(req)),
-            Err((err, req)) => ResponseFuture::reject(&err, &self.config.realm, req.headers()),
+            Err((err, req)) => ResponseFuture::reject(&err, &self.config.realm, &req),
         }
     }
 }

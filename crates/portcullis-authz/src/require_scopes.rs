@@ -246,7 +246,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.rule.check(req.extensions().get::<Principal>()) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => ResponseFuture::reject(&err, &self.rule.realm, req.headers()),
+            Err(err) => ResponseFuture::reject(&err, &self.rule.realm, &req),
         }
     }
 }

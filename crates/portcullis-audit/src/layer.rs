@@ -1,0 +1,205 @@
+//! Middleware that records every refusal of the Portcullis layers, in one place, and gives every
+//! request an id.
+//!
+//! Put it outermost. It makes sure each request has an `x-request-id` (a UUIDv7 when the client
+//! sent none or an unusable one), so that inner layers, the service and their error bodies all
+//! name the same id, and echoes it on the response. When a response carries a refusal of an
+//! inner layer (an [`AuthError`] in its extensions) it records one audit event:
+//!
+//! | refusal | action | outcome |
+//! |---|---|---|
+//! | missing, malformed, bad credential; missing second factor | `authn.failed` | `failure` |
+//! | organization mismatch | `org.forbidden` | `denied` |
+//! | missing scope | `authz.denied` | `denied` |
+//! | dependency unavailable | `authn.unavailable` | `failure` |
+//! | wiring bug | `authz.misconfigured` | `failure` |
+//!
+//! The event names the request (id, method, path), the reason code and, after authentication,
+//! the principal. It never holds a credential.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::Request;
+//! use portcullis_audit::AuditLayer;
+//! use portcullis_core::{AuthError, audit::TracingAudit};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main] async fn main() {
+//! let app = Router::new()
+//!     .route("/", get(|| async { AuthError::MissingCredential }))
+//!     .layer(AuditLayer::new(TracingAudit));
+//! let res = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(res.status(), 401);
+//! assert!(res.headers().contains_key("x-request-id"));
+//! # }
+//! ```
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use http::{HeaderValue, Method, Request, Response, Uri};
+use pin_project_lite::pin_project;
+use portcullis_core::{
+    AuthError, Principal, REQUEST_ID_HEADER, RequestId,
+    audit::{AuditEvent, AuditSink, Outcome, RecordFuture},
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Layer that applies [`Audit`], which records refusals and gives requests an id.
+///
+/// See the [module docs](self) for an example.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AuditLayer<A> {
+    sink: A,
+}
+
+impl<A> AuditLayer<A> {
+    /// Create a new `AuditLayer` recording to `sink` (usually an [`Auditor`](crate::Auditor)).
+    pub fn new(sink: A) -> Self {
+        Self { sink }
+    }
+}
+
+impl<S, A: Clone> Layer<S> for AuditLayer<A> {
+    type Service = Audit<S, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit {
+            inner,
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+/// Middleware that records refusals and gives requests an id; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Audit<S, A> {
+    inner: S,
+    sink: A,
+}
+
+impl<S, A, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S, A>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    A: AuditSink + Clone,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, A, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let request_id = RequestId::from_headers(req.headers());
+        let header = HeaderValue::from_str(&request_id).expect("a request id is a header value");
+        if req.headers().get(REQUEST_ID_HEADER) != Some(&header) {
+            req.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
+        }
+        let context = RequestFacts {
+            request_id,
+            header,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        };
+        ResponseFuture {
+            state: State::Inner {
+                fut: self.inner.call(req),
+                context: Some(context),
+                sink: self.sink.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RequestFacts {
+    request_id: RequestId,
+    header: HeaderValue,
+    method: Method,
+    uri: Uri,
+}
+
+pin_project! {
+    /// Response future for [`Audit`].
+    pub struct ResponseFuture<F, A, B> {
+        #[pin]
+        state: State<F, A, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, A, B> {
+        Inner { #[pin] fut: F, context: Option<RequestFacts>, sink: A },
+        Recording { recording: RecordFuture, res: Option<Response<B>> },
+    }
+}
+
+impl<F, A, B, E> Future for ResponseFuture<F, A, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    A: AuditSink,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Inner { fut, context, sink } => {
+                    let mut res = ready!(fut.poll(cx))?;
+                    let context = context.take().expect("polled after completion");
+                    res.headers_mut()
+                        .entry(REQUEST_ID_HEADER)
+                        .or_insert(context.header.clone());
+                    let Some(event) = refusal_event(&res, &context) else {
+                        return Poll::Ready(Ok(res));
+                    };
+                    let recording = sink.record(event);
+                    this.state.set(State::Recording {
+                        recording,
+                        res: Some(res),
+                    });
+                }
+                StateProj::Recording { recording, res } => {
+                    if ready!(recording.as_mut().poll(cx)).is_err() {
+                        // The request is refused already; the emitter counted the gap.
+                        tracing::error!(target: "portcullis::audit", "a refusal could not be audited");
+                    }
+                    return Poll::Ready(Ok(res.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEvent> {
+    let error = res.extensions().get::<AuthError>()?;
+    let (action, outcome) = match error {
+        AuthError::OrgForbidden { .. } => ("org.forbidden", Outcome::Denied),
+        AuthError::InsufficientScope { .. } => ("authz.denied", Outcome::Denied),
+        AuthError::Unavailable { .. } => ("authn.unavailable", Outcome::Failure),
+        AuthError::Misconfigured { .. } => ("authz.misconfigured", Outcome::Failure),
+        _ => ("authn.failed", Outcome::Failure),
+    };
+    let mut event = AuditEvent::new(action, outcome)
+        .reason(error.code())
+        .request(&context.request_id, &context.method, context.uri.path());
+    if let AuthError::InsufficientScope { required, .. } = error {
+        event.scopes_required = required.to_vec();
+    }
+    if let Some(principal) = res.extensions().get::<Principal>() {
+        event = event.by(principal);
+    }
+    Some(event)
+}
