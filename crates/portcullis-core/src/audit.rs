@@ -5,6 +5,8 @@
 //! decisions, role and membership changes) are recorded before the action proceeds, and the
 //! action fails closed when they cannot be; *routine* events may be queued. Events carry public
 //! ids only, never a secret.
+//!
+#![doc = include_str!("../docs/audit-mapping.md")]
 
 use std::{borrow::Cow, fmt, future::Future, pin::Pin, sync::Arc};
 
