@@ -299,11 +299,15 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
         }
         last_batch = msgs.len();
         let mut events = Vec::with_capacity(msgs.len());
+        // Whether a caller waits on the event (record_sensitive): its action proceeds only on
+        // success, so once refused, the event must not be written later.
+        let mut awaited = Vec::with_capacity(msgs.len());
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         for m in msgs {
             match m {
                 Msg::Event(e, ack) => {
+                    awaited.push(ack.is_some());
                     if let Some(ack) = ack {
                         acks.push(ack);
                     }
@@ -315,6 +319,7 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
         // A gap is reported in the trail itself as soon as anything can be written.
         let lost = shared.stats.lost.load(Ordering::Relaxed);
         if lost > reported_lost {
+            awaited.push(false);
             events.push(
                 AuditEvent::new("audit.gap", Outcome::Failure).reason(format!(
                     "{} audit events could not be recorded",
@@ -331,9 +336,16 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
                 Ok(()) => written = true,
                 Err(e) => {
                     tracing::warn!(target: "portcullis::audit", error = %e, attempt, "audit write failed");
-                    // Sensitive events fail closed at once: their actions must not wait.
-                    for ack in acks.drain(..) {
-                        let _ = ack.send(Err(AuditUnavailable));
+                    // Awaited events fail closed at once: their actions must not wait, and will
+                    // not happen, so their records are dropped from the batch.
+                    if !acks.is_empty() {
+                        for ack in acks.drain(..) {
+                            let _ = ack.send(Err(AuditUnavailable));
+                        }
+                        let mut keep = awaited.iter().map(|a| !a);
+                        events.retain(|_| keep.next().unwrap_or(true));
+                        awaited.retain(|a| !a);
+                        written = events.is_empty();
                     }
                     tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
                 }
@@ -350,11 +362,11 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
             }
             replay(&writer, &shared).await;
         } else {
-            // Routine events wait on disk. A sensitive one was refused (its action did not
-            // happen); a gap record is made again from the counter, so neither is kept.
+            // The rest waits on disk (awaited events were dropped above); a gap record is made
+            // again from the counter.
             let routine: Vec<AuditEvent> = events
                 .into_iter()
-                .filter(|e| !e.sensitive && e.action != "audit.gap")
+                .filter(|e| e.action != "audit.gap")
                 .collect();
             let _ = shared.spool_or_lose(&routine);
         }

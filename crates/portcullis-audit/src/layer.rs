@@ -17,6 +17,10 @@
 //! The event names the request (id, method, path), the reason code and, after authentication,
 //! the principal. It never holds a credential.
 //!
+//! It also hands its sink to the layers inside (an [`AuditHandle`] in the request's extensions):
+//! a route marked `RequireScopesLayer::sensitive()` records its `authz.allowed` decision through
+//! it, durably, before the service runs — and answers 503 when it cannot.
+//!
 //! # Example
 //!
 //! ```
@@ -39,6 +43,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -46,7 +51,7 @@ use http::{HeaderValue, Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
 use portcullis_core::{
     AuthError, Principal, REQUEST_ID_HEADER, RequestId,
-    audit::{AuditEvent, AuditSink, Outcome, RecordFuture},
+    audit::{AuditEvent, AuditHandle, AuditSink, Outcome, RecordFuture, SensitiveRoute},
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -67,22 +72,33 @@ impl<A> AuditLayer<A> {
     }
 }
 
-impl<S, A: Clone> Layer<S> for AuditLayer<A> {
+impl<S, A: AuditSink + Clone> Layer<S> for AuditLayer<A> {
     type Service = Audit<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Audit {
             inner,
             sink: self.sink.clone(),
+            handle: Arc::new(self.sink.clone()),
         }
     }
 }
 
 /// Middleware that records refusals and gives requests an id; see the [module docs](self).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Audit<S, A> {
     inner: S,
     sink: A,
+    handle: Arc<dyn AuditSink>,
+}
+
+impl<S: std::fmt::Debug, A: std::fmt::Debug> std::fmt::Debug for Audit<S, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("inner", &self.inner)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, A, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S, A>
@@ -100,6 +116,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Layers deciding sensitive actions record them through the same sink.
+        req.extensions_mut()
+            .insert(AuditHandle(self.handle.clone()));
         let request_id = RequestId::from_headers(req.headers());
         let header = HeaderValue::from_str(&request_id).expect("a request id is a header value");
         if req.headers().get(REQUEST_ID_HEADER) != Some(&header) {
@@ -195,6 +214,9 @@ fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEv
     let mut event = AuditEvent::new(action, outcome)
         .reason(error.code())
         .request(&context.request_id, &context.method, context.uri.path());
+    if res.extensions().get::<SensitiveRoute>().is_some() {
+        event = event.sensitive();
+    }
     if let AuthError::InsufficientScope { required, .. } = error {
         event.scopes_required = required.to_vec();
     }

@@ -157,3 +157,137 @@ async fn every_refusal_is_recorded_once_with_the_request_id() {
     assert_eq!(e["scopes_required"], serde_json::json!(["reports:read"]));
     assert!(verify(&path).is_ok());
 }
+
+/// The real JSON Lines writer behind a switch.
+struct Switch {
+    inner: portcullis_audit::JsonlWriter,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl portcullis_audit::EventWriter for Switch {
+    fn write<'a>(
+        &'a self,
+        events: &'a [portcullis_core::audit::AuditEvent],
+    ) -> portcullis_audit::WriteFuture<'a> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err("down".to_owned())));
+        }
+        self.inner.write(events)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_decisions_are_recorded_before_the_service_runs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let writer = Arc::new(Switch {
+        inner: JsonlWriter::new(JsonlSink::open(&path).unwrap()),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut config = AuditorConfig::new(dir.path().join("audit.spool"));
+    config.sensitive_timeout = std::time::Duration::from_millis(300);
+    let (auditor, task) = Auditor::start(writer.clone(), config).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let routes = || {
+        let ran = ran.clone();
+        Router::new()
+            .route(
+                "/orgs/{org}/comps",
+                axum::routing::delete(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    async { "deleted" }
+                })
+                .route_layer(RequireScopesLayer::all(["comps:read"]).sensitive()),
+            )
+            .route(
+                "/orgs/{org}/reports",
+                axum::routing::delete(|| async { "deleted" })
+                    .route_layer(RequireScopesLayer::all(["reports:write"]).sensitive()),
+            )
+            .route_layer(OrgContextLayer::new())
+            .layer(AuthenticateLayer::new(Arc::new(Alice)))
+    };
+    let app = routes().layer(AuditLayer::new(auditor.clone()));
+    let delete = |path: &str, rid: &str| {
+        Request::delete(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("x-request-id", rid)
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    let res = app
+        .clone()
+        .oneshot(delete("/orgs/org_a/comps", "rid-allowed"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    writer.down.store(true, Ordering::SeqCst);
+    let res = app
+        .clone()
+        .oneshot(delete("/orgs/org_a/comps", "rid-down"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no record, no action"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the service did not run");
+    writer.down.store(false, Ordering::SeqCst);
+
+    let res = app
+        .clone()
+        .oneshot(delete("/orgs/org_a/reports", "rid-denied"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // Without the audit layer a sensitive route cannot run at all.
+    let bare = routes();
+    let res = bare
+        .oneshot(delete("/orgs/org_a/comps", "rid-bare"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    auditor.flush().await;
+    drop(app);
+    drop(auditor);
+    task.join().await;
+    let events: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |rid: &str| {
+        events
+            .iter()
+            .filter(|e| e["request"]["id"] == rid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let allowed = find("rid-allowed");
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0]["action"], "authz.allowed");
+    assert_eq!(allowed[0]["sensitive"], true);
+    assert_eq!(allowed[0]["actor"]["id"], "user_alice");
+    assert!(
+        find("rid-down")
+            .iter()
+            .all(|e| e["action"] != "authz.allowed"),
+        "no success record of what did not happen"
+    );
+    let denied = find("rid-denied");
+    assert_eq!(
+        (
+            denied[0]["action"].as_str(),
+            denied[0]["sensitive"].as_bool()
+        ),
+        (Some("authz.denied"), Some(true))
+    );
+}

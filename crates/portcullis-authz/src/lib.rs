@@ -19,4 +19,6 @@ pub use future::ResponseFuture;
 #[doc(inline)]
 pub use org_context::{OrgContext, OrgContextLayer};
 #[doc(inline)]
+pub use require_scopes::ResponseFuture as RequireScopesFuture;
+#[doc(inline)]
 pub use require_scopes::{RequireScopes, RequireScopesLayer};

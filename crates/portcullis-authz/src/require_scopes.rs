@@ -36,17 +36,21 @@
 //! ```
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use bytes::Bytes;
 use http::{Request, Response};
-use portcullis_core::{AuthError, DEFAULT_REALM, Principal, Scope};
+use pin_project_lite::pin_project;
+use portcullis_core::{
+    AuthError, DEFAULT_REALM, Principal, RequestId, Scope,
+    audit::{AuditEvent, AuditHandle, Outcome, RecordFuture, SensitiveRoute},
+};
 use tower_layer::Layer;
 use tower_service::Service;
-
-use crate::future::ResponseFuture;
 
 /// Layer that applies [`RequireScopes`], which requires scopes of each request's principal.
 ///
@@ -61,6 +65,7 @@ pub struct RequireScopesLayer {
 struct Rule {
     required: Arc<[Scope]>,
     all: bool,
+    sensitive: bool,
     second_factor_within: Option<u32>,
     realm: Box<str>,
 }
@@ -121,6 +126,7 @@ impl RequireScopesLayer {
             rule: Arc::new(Rule {
                 required,
                 all,
+                sensitive: false,
                 second_factor_within: None,
                 realm: DEFAULT_REALM.into(),
             }),
@@ -141,6 +147,15 @@ impl RequireScopesLayer {
     /// The realm named in `WWW-Authenticate` challenges.
     pub fn realm(mut self, realm: &str) -> Self {
         self.rule_mut().realm = realm.into();
+        self
+    }
+
+    /// Mark the route's decisions sensitive: an allowed request is recorded as a sensitive
+    /// audit event (`authz.allowed`) before the service runs, and refused with 503 when it cannot
+    /// be; a refusal is marked sensitive for the audit layer. Needs the audit layer of
+    /// `portcullis-audit` in front, which provides the sink; without it the route answers 500.
+    pub fn sensitive(mut self) -> Self {
+        self.rule_mut().sensitive = true;
         self
     }
 
@@ -231,12 +246,12 @@ impl Rule {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopes<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -244,9 +259,139 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.rule.check(req.extensions().get::<Principal>()) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(err) => ResponseFuture::reject(&err, &self.rule.realm, &req),
+        let rule = &self.rule;
+        if let Err(err) = rule.check(req.extensions().get::<Principal>()) {
+            return ResponseFuture::reject(&err, rule, &req);
+        }
+        if !rule.sensitive {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        let Some(AuditHandle(sink)) = req.extensions().get::<AuditHandle>().cloned() else {
+            let err = AuthError::Misconfigured {
+                missing: "AuditHandle (a sensitive route needs the audit layer in front)",
+            };
+            return ResponseFuture::reject(&err, rule, &req);
+        };
+        let principal = req.extensions().get::<Principal>().expect("checked above");
+        let request_id = RequestId::from_headers(req.headers());
+        let mut event = AuditEvent::new("authz.allowed", Outcome::Success)
+            .by(principal)
+            .request(&request_id, req.method(), req.uri().path())
+            .sensitive();
+        event.scopes_required = rule.required.to_vec();
+        let recording = sink.record_sensitive(event);
+        // mem::replace: the service that was polled ready is the one that gets called.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::recording(recording, req, inner, rule.clone())
+    }
+}
+
+pin_project! {
+    /// Response future for [`RequireScopes`].
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // Boxed: only sensitive routes record before calling the service.
+        Recording { state: Box<Recording<S, ReqBody>> },
+        Inner { #[pin] fut: S::Future },
+        Reject { res: Option<S::Response> },
+    }
+}
+
+struct Recording<S, ReqBody> {
+    recording: RecordFuture,
+    req: Option<Request<ReqBody>>,
+    inner: S,
+    rule: Arc<Rule>,
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    fn inner(fut: S::Future) -> Self {
+        Self {
+            kind: Kind::Inner { fut },
+        }
+    }
+
+    fn reject(err: &AuthError, rule: &Rule, req: &Request<ReqBody>) -> Self {
+        let mut res = err.to_response(&rule.realm, &RequestId::from_headers(req.headers()));
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            res.extensions_mut().insert(principal.clone());
+        }
+        if rule.sensitive {
+            res.extensions_mut().insert(SensitiveRoute);
+        }
+        Self {
+            kind: Kind::Reject { res: Some(res) },
+        }
+    }
+
+    fn recording(
+        recording: RecordFuture,
+        req: Request<ReqBody>,
+        inner: S,
+        rule: Arc<Rule>,
+    ) -> Self {
+        Self {
+            kind: Kind::Recording {
+                state: Box::new(Recording {
+                    recording,
+                    req: Some(req),
+                    inner,
+                    rule,
+                }),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.kind.as_mut().project() {
+                KindProj::Recording { state } => {
+                    let recorded = ready!(state.recording.as_mut().poll(cx));
+                    let req = state.req.take().expect("polled after completion");
+                    if recorded.is_err() {
+                        // No record, no action.
+                        let err = AuthError::unavailable("audit sink");
+                        let res = err.to_response(
+                            &state.rule.realm,
+                            &RequestId::from_headers(req.headers()),
+                        );
+                        return Poll::Ready(Ok(res));
+                    }
+                    let fut = state.inner.call(req);
+                    this.kind.set(Kind::Inner { fut });
+                }
+                KindProj::Inner { fut } => return fut.poll(cx),
+                KindProj::Reject { res } => {
+                    return Poll::Ready(Ok(res.take().expect("polled after completion")));
+                }
+            }
         }
     }
 }

@@ -241,6 +241,21 @@ impl<A: AuditSink + ?Sized> AuditSink for Arc<A> {
     }
 }
 
+/// The audit sink of a request, put into its extensions by the audit layer, so that a layer
+/// deciding a sensitive action can record it before the action proceeds.
+#[derive(Clone)]
+pub struct AuditHandle(pub Arc<dyn AuditSink>);
+
+impl fmt::Debug for AuditHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditHandle(..)")
+    }
+}
+
+/// Marks a response refused on a route whose decisions are sensitive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SensitiveRoute;
+
 /// A sink that writes events as `tracing` events (target `portcullis::audit`), for development.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TracingAudit;
