@@ -51,7 +51,9 @@ use http::{HeaderValue, Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
 use portcullis_core::{
     AuthError, Principal, REQUEST_ID_HEADER, RequestId,
-    audit::{AuditEvent, AuditHandle, AuditSink, Outcome, RecordFuture, SensitiveRoute},
+    audit::{
+        AuditEvent, AuditHandle, AuditLevel, AuditSink, Outcome, RecordFuture, SensitiveRoute,
+    },
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -63,12 +65,23 @@ use tower_service::Service;
 #[must_use]
 pub struct AuditLayer<A> {
     sink: A,
+    level: AuditLevel,
 }
 
 impl<A> AuditLayer<A> {
-    /// Create a new `AuditLayer` recording to `sink` (usually an [`Auditor`](crate::Auditor)).
+    /// Create a new `AuditLayer` recording to `sink` (usually an [`Auditor`](crate::Auditor)),
+    /// at [`AuditLevel::Decisions`].
     pub fn new(sink: A) -> Self {
-        Self { sink }
+        Self {
+            sink,
+            level: AuditLevel::Decisions,
+        }
+    }
+
+    /// Record also every granted request (`authn.succeeded`) with [`AuditLevel::All`].
+    pub fn level(mut self, level: AuditLevel) -> Self {
+        self.level = level;
+        self
     }
 }
 
@@ -80,6 +93,7 @@ impl<S, A: AuditSink + Clone> Layer<S> for AuditLayer<A> {
             inner,
             sink: self.sink.clone(),
             handle: Arc::new(self.sink.clone()),
+            level: self.level,
         }
     }
 }
@@ -90,6 +104,7 @@ pub struct Audit<S, A> {
     inner: S,
     sink: A,
     handle: Arc<dyn AuditSink>,
+    level: AuditLevel,
 }
 
 impl<S: std::fmt::Debug, A: std::fmt::Debug> std::fmt::Debug for Audit<S, A> {
@@ -118,7 +133,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // Layers deciding sensitive actions record them through the same sink.
         req.extensions_mut()
-            .insert(AuditHandle(self.handle.clone()));
+            .insert(AuditHandle(self.handle.clone(), self.level));
         let request_id = RequestId::from_headers(req.headers());
         let header = HeaderValue::from_str(&request_id).expect("a request id is a header value");
         if req.headers().get(REQUEST_ID_HEADER) != Some(&header) {
@@ -129,6 +144,8 @@ where
             header,
             method: req.method().clone(),
             uri: req.uri().clone(),
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            level: self.level,
         };
         ResponseFuture {
             state: State::Inner {
@@ -146,6 +163,8 @@ struct RequestFacts {
     header: HeaderValue,
     method: Method,
     uri: Uri,
+    user_agent: Option<HeaderValue>,
+    level: AuditLevel,
 }
 
 pin_project! {
@@ -203,7 +222,21 @@ where
 }
 
 fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEvent> {
-    let error = res.extensions().get::<AuthError>()?;
+    let user_agent = context.user_agent.as_ref().and_then(|v| v.to_str().ok());
+    let Some(error) = res.extensions().get::<AuthError>() else {
+        // Granted: recorded at AuditLevel::All, with the principal the authentication layer
+        // handed back.
+        let principal = res.extensions().get::<Principal>();
+        return (context.level == AuditLevel::All)
+            .then_some(principal)
+            .flatten()
+            .map(|p| {
+                AuditEvent::new("authn.succeeded", Outcome::Success)
+                    .by(p)
+                    .request(&context.request_id, &context.method, context.uri.path())
+                    .user_agent(user_agent)
+            });
+    };
     let (action, outcome) = match error {
         AuthError::OrgForbidden { .. } => ("org.forbidden", Outcome::Denied),
         AuthError::InsufficientScope { .. } => ("authz.denied", Outcome::Denied),
@@ -213,7 +246,8 @@ fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEv
     };
     let mut event = AuditEvent::new(action, outcome)
         .reason(error.code())
-        .request(&context.request_id, &context.method, context.uri.path());
+        .request(&context.request_id, &context.method, context.uri.path())
+        .user_agent(user_agent);
     if res.extensions().get::<SensitiveRoute>().is_some() {
         event = event.sensitive();
     }

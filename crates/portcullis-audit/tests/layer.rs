@@ -291,3 +291,51 @@ async fn sensitive_decisions_are_recorded_before_the_service_runs() {
         (Some("authz.denied"), Some(true))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn level_all_records_granted_requests_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (auditor, task) = Auditor::start(
+        JsonlWriter::new(JsonlSink::open(&path).unwrap()),
+        AuditorConfig::new(dir.path().join("audit.spool")),
+    )
+    .unwrap();
+    let app = Router::new()
+        .route("/orgs/{org}/comps", get(|| async { "comps" }))
+        .route_layer(OrgContextLayer::new())
+        .layer(AuthenticateLayer::new(Arc::new(Alice)))
+        .layer(AuditLayer::new(auditor.clone()).level(portcullis_core::audit::AuditLevel::All));
+    let req = |auth: &str| {
+        Request::get("/orgs/org_a/comps")
+            .header("authorization", format!("Bearer {auth}"))
+            .header("user-agent", "curl/8.5.0")
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        app.clone().oneshot(req(TOKEN)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.clone().oneshot(req("wrong")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    auditor.flush().await;
+    drop(app);
+    drop(auditor);
+    task.join().await;
+    let events: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["action"], "authn.succeeded");
+    assert_eq!(events[0]["category"], "authentication");
+    assert_eq!(events[0]["actor"]["id"], "user_alice");
+    assert_eq!(events[0]["credential"]["kind"], "jwt");
+    assert_eq!(events[0]["request"]["user_agent"], "curl/8.5.0");
+    assert_eq!(events[1]["action"], "authn.failed");
+    assert_eq!(events[1]["request"]["user_agent"], "curl/8.5.0");
+}

@@ -8,7 +8,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use portcullis_core::{AuthError, PendingVerification, RequestId};
+use portcullis_core::{AuthError, PendingVerification, Principal, RequestId};
 use tower_service::Service;
 
 pin_project! {
@@ -35,6 +35,8 @@ pin_project! {
         Inner {
             #[pin]
             fut: S::Future,
+            // For an audit layer recording granted requests; `None` otherwise.
+            principal: Option<Principal>,
         },
         Reject {
             res: Option<S::Response>,
@@ -54,9 +56,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
 {
-    pub(crate) fn inner(fut: S::Future) -> Self {
+    pub(crate) fn inner(fut: S::Future, principal: Option<Principal>) -> Self {
         Self {
-            kind: Kind::Inner { fut },
+            kind: Kind::Inner { fut, principal },
         }
     }
 
@@ -104,9 +106,14 @@ where
                     let mut req = state.req.take().expect("polled after completion");
                     match outcome {
                         Ok(principal) => {
+                            let hand_back = crate::service::wants_principal_back(&req)
+                                .then(|| principal.clone());
                             req.extensions_mut().insert(principal);
                             let fut = state.inner.call(req);
-                            this.kind.set(Kind::Inner { fut });
+                            this.kind.set(Kind::Inner {
+                                fut,
+                                principal: hand_back,
+                            });
                         }
                         Err(err) => {
                             let request_id = RequestId::from_headers(req.headers());
@@ -115,7 +122,13 @@ where
                         }
                     }
                 }
-                KindProj::Inner { fut } => return fut.poll(cx),
+                KindProj::Inner { fut, principal } => {
+                    let mut res = ready!(fut.poll(cx))?;
+                    if let Some(principal) = principal.take() {
+                        res.extensions_mut().insert(principal);
+                    }
+                    return Poll::Ready(Ok(res));
+                }
                 KindProj::Reject { res } => {
                     return Poll::Ready(Ok(res.take().expect("polled after completion")));
                 }

@@ -5,7 +5,11 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, header::AUTHORIZATION};
-use portcullis_core::{Verification, VerifyCredential, bearer_credential};
+use portcullis_core::{
+    Verification, VerifyCredential,
+    audit::{AuditHandle, AuditLevel},
+    bearer_credential,
+};
 use tower_service::Service;
 
 use crate::{AuthenticateLayer, ResponseFuture};
@@ -79,8 +83,9 @@ where
         }
         match verification {
             Verification::Ready(Ok(principal)) => {
+                let hand_back = wants_principal_back(&req).then(|| principal.clone());
                 req.extensions_mut().insert(principal);
-                ResponseFuture::inner(self.inner.call(req))
+                ResponseFuture::inner(self.inner.call(req), hand_back)
             }
             Verification::Ready(Err(err)) => ResponseFuture::reject(&err, &self.realm, &req),
             Verification::Pending(verifying) => {
@@ -92,4 +97,12 @@ where
             }
         }
     }
+}
+
+/// Whether an audit layer in front records granted requests, and so needs the principal on the
+/// response (request extensions do not travel back).
+pub(crate) fn wants_principal_back<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<AuditHandle>()
+        .is_some_and(|h| h.1 == AuditLevel::All)
 }

@@ -266,7 +266,7 @@ where
         if !rule.sensitive {
             return ResponseFuture::inner(self.inner.call(req));
         }
-        let Some(AuditHandle(sink)) = req.extensions().get::<AuditHandle>().cloned() else {
+        let Some(AuditHandle(sink, _)) = req.extensions().get::<AuditHandle>().cloned() else {
             let err = AuthError::Misconfigured {
                 missing: "AuditHandle (a sensitive route needs the audit layer in front)",
             };

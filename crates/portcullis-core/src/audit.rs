@@ -27,6 +27,8 @@ pub struct AuditEvent {
     pub id: String,
     /// RFC 3339 UTC time with milliseconds.
     pub time: String,
+    /// `authentication`, `authorization`, `iam_change` or `audit_system`, from the action.
+    pub category: Cow<'static, str>,
     /// The dotted action: `authn.failed`, `api_key.created`, ...
     pub action: Cow<'static, str>,
     /// `success`, `failure` or `denied`.
@@ -124,16 +126,27 @@ pub struct AuditRequest {
     pub method: String,
     /// The path, without the query string.
     pub path: String,
+    /// The client's `User-Agent` (untrusted; at most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl AuditEvent {
     /// A new event for `action` with `outcome`, stamped now.
     pub fn new(action: impl Into<Cow<'static, str>>, outcome: Outcome) -> Self {
+        let action = action.into();
+        let category = match action.split('.').next().unwrap_or_default() {
+            "authn" | "session" => "authentication",
+            "authz" | "org" => "authorization",
+            "audit" => "audit_system",
+            _ => "iam_change",
+        };
         Self {
             schema: AUDIT_SCHEMA_VERSION,
             id: uuid::Uuid::now_v7().to_string(),
             time: rfc3339_now(),
-            action: action.into(),
+            category: category.into(),
+            action,
             outcome,
             actor: None,
             org_id: None,
@@ -186,7 +199,17 @@ impl AuditEvent {
             id: id.to_string(),
             method: method.to_string(),
             path: path.to_owned(),
+            user_agent: None,
         });
+        self
+    }
+
+    /// The client's user agent (kept to 256 characters), on an event with a request.
+    #[must_use]
+    pub fn user_agent(mut self, user_agent: Option<&str>) -> Self {
+        if let (Some(request), Some(ua)) = (&mut self.request, user_agent) {
+            request.user_agent = Some(ua.chars().take(256).collect());
+        }
         self
     }
 
@@ -242,9 +265,21 @@ impl<A: AuditSink + ?Sized> AuditSink for Arc<A> {
 }
 
 /// The audit sink of a request, put into its extensions by the audit layer, so that a layer
-/// deciding a sensitive action can record it before the action proceeds.
+/// deciding a sensitive action can record it before the action proceeds. `successes` asks the
+/// authentication layer to hand the principal of a granted request back on the response.
 #[derive(Clone)]
-pub struct AuditHandle(pub Arc<dyn AuditSink>);
+pub struct AuditHandle(pub Arc<dyn AuditSink>, pub AuditLevel);
+
+/// Which events the audit layer records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditLevel {
+    /// Every refusal and every sensitive decision (the default).
+    #[default]
+    Decisions,
+    /// Also every granted request (`authn.succeeded`).
+    All,
+}
 
 impl fmt::Debug for AuditHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -362,5 +397,8 @@ mod tests {
         assert_eq!(v["target"]["id"], "key_1");
         assert!(v.get("actor").is_none());
         assert_eq!(v["schema"], 1);
+        assert_eq!(v["category"], "iam_change");
+        let e = AuditEvent::new("authn.failed", Outcome::Failure);
+        assert_eq!(e.category, "authentication");
     }
 }
