@@ -145,6 +145,10 @@ where
             method: req.method().clone(),
             uri: req.uri().clone(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            client: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
             level: self.level,
         };
         ResponseFuture {
@@ -164,6 +168,7 @@ struct RequestFacts {
     method: Method,
     uri: Uri,
     user_agent: Option<HeaderValue>,
+    client: Option<std::net::SocketAddr>,
     level: AuditLevel,
 }
 
@@ -235,6 +240,7 @@ fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEv
                     .by(p)
                     .request(&context.request_id, &context.method, context.uri.path())
                     .user_agent(user_agent)
+                    .client_address(context.client)
             });
     };
     let (action, outcome) = match error {
@@ -247,14 +253,21 @@ fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEv
     let mut event = AuditEvent::new(action, outcome)
         .reason(error.code())
         .request(&context.request_id, &context.method, context.uri.path())
-        .user_agent(user_agent);
+        .user_agent(user_agent)
+        .client_address(context.client);
     if res.extensions().get::<SensitiveRoute>().is_some() {
         event = event.sensitive();
     }
+    let principal = res.extensions().get::<Principal>();
     if let AuthError::InsufficientScope { required, .. } = error {
         event.scopes_required = required.to_vec();
+        event.scopes_missing = required
+            .iter()
+            .filter(|s| !principal.is_some_and(|p| p.scopes().contains(s)))
+            .cloned()
+            .collect();
     }
-    if let Some(principal) = res.extensions().get::<Principal>() {
+    if let Some(principal) = principal {
         event = event.by(principal);
     }
     Some(event)

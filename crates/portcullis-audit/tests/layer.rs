@@ -155,6 +155,7 @@ async fn every_refusal_is_recorded_once_with_the_request_id() {
     let e = by_rid("rid-scope");
     assert_eq!(e["action"], "authz.denied");
     assert_eq!(e["scopes_required"], serde_json::json!(["reports:read"]));
+    assert_eq!(e["scopes_missing"], serde_json::json!(["reports:read"]));
     assert!(verify(&path).is_ok());
 }
 
@@ -313,6 +314,14 @@ async fn level_all_records_granted_requests_too() {
             .body(Body::empty())
             .unwrap()
     };
+    // What axum's `into_make_service_with_connect_info` puts on each request.
+    let req = |auth: &str| {
+        let mut r = req(auth);
+        r.extensions_mut().insert(axum::extract::ConnectInfo(
+            "127.0.0.1:4242".parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        r
+    };
     assert_eq!(
         app.clone().oneshot(req(TOKEN)).await.unwrap().status(),
         StatusCode::OK
@@ -336,6 +345,7 @@ async fn level_all_records_granted_requests_too() {
     assert_eq!(events[0]["actor"]["id"], "user_alice");
     assert_eq!(events[0]["credential"]["kind"], "jwt");
     assert_eq!(events[0]["request"]["user_agent"], "curl/8.5.0");
+    assert_eq!(events[0]["request"]["client_address"], "127.0.0.1:4242");
     assert_eq!(events[1]["action"], "authn.failed");
     assert_eq!(events[1]["request"]["user_agent"], "curl/8.5.0");
 }

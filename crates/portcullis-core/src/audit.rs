@@ -54,6 +54,9 @@ pub struct AuditEvent {
     /// Scopes the action required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes_required: Vec<Scope>,
+    /// Required scopes the principal lacked (on a scope refusal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_missing: Vec<Scope>,
     /// Whether the action is sensitive.
     #[serde(default)]
     pub sensitive: bool,
@@ -129,6 +132,9 @@ pub struct AuditRequest {
     /// The client's `User-Agent` (untrusted; at most 256 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The peer address of the connection, where the server provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
 }
 
 impl AuditEvent {
@@ -155,6 +161,7 @@ impl AuditEvent {
             request: None,
             reason: None,
             scopes_required: Vec::new(),
+            scopes_missing: Vec::new(),
             sensitive: false,
         }
     }
@@ -200,7 +207,17 @@ impl AuditEvent {
             method: method.to_string(),
             path: path.to_owned(),
             user_agent: None,
+            client_address: None,
         });
+        self
+    }
+
+    /// The peer address of the connection, on an event with a request.
+    #[must_use]
+    pub fn client_address(mut self, address: Option<std::net::SocketAddr>) -> Self {
+        if let (Some(request), Some(address)) = (&mut self.request, address) {
+            request.client_address = Some(address.to_string());
+        }
         self
     }
 
