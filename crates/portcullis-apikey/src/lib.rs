@@ -11,14 +11,22 @@
 //! use std::sync::Arc;
 //! use portcullis_apikey::{ApiKeyVerifier, KeyFormat, KeyHasher, SqlStore};
 //! use portcullis_authn::AuthenticateLayer;
-//! # let jwt_verifier = portcullis_core::ScopePolicy::default(); // stands for a JwtVerifier
-//! # struct Jwt; impl portcullis_core::VerifyCredential for Jwt { fn verify(&self, _: &str) -> portcullis_core::Verification { unimplemented!() } }
+//! use portcullis_core::{AuthError, Verification, VerifyCredential};
+//!
+//! // Stands for the JWT verifier of portcullis-jwt.
+//! struct Jwt;
+//! impl VerifyCredential for Jwt {
+//!     fn verify(&self, _: &str) -> Verification {
+//!         Verification::Ready(Err(AuthError::invalid_token("the access token is invalid")))
+//!     }
+//! }
 //!
 //! let store = SqlStore::connect("sqlite://portcullis.db").await?;
 //! let keys = ApiKeyVerifier::new(KeyFormat::default(), KeyHasher::new(1, &[0x42; 32])?, store);
 //! // API keys first (by their prefix), JWTs for everything else.
 //! let layer = AuthenticateLayer::new(Arc::new((keys, Jwt)));
-//! # let _ = (layer, jwt_verifier); Ok(()) }
+//! # let _ = layer;
+//! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
