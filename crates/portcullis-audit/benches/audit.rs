@@ -102,6 +102,31 @@ fn audit(c: &mut Criterion) {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    // The layer's own cost on a granted request (level decisions: nothing is recorded), against
+    // the same router without it, in the same run.
+    {
+        use tower::Service;
+        let bare: axum::Router =
+            axum::Router::new().route("/x", axum::routing::get(|| async { "ok" }));
+        let audited = bare
+            .clone()
+            .layer(portcullis_audit::AuditLayer::new(auditor.clone()));
+        let mut g = c.benchmark_group("audit_layer_granted_request");
+        for (name, router) in [("bare_axum", bare), ("with_audit_layer", audited)] {
+            let mut svc = router.into_service::<axum::body::Body>();
+            g.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| {
+                    let fut = svc.call(
+                        http::Request::get("/x")
+                            .body(axum::body::Body::empty())
+                            .unwrap(),
+                    );
+                    async move { black_box(fut.await.unwrap()) }
+                });
+            });
+        }
+        g.finish();
+    }
     c.bench_function("audit_event_build_only", |b| {
         b.iter(|| black_box(event(&principal, &rid)));
     });
