@@ -8,7 +8,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -72,6 +72,34 @@ impl EventWriter for PgAuditSink {
     }
 }
 
+/// One JSON object per line on standard output, for log shippers (no hash chain: the shipper's
+/// store is the record).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdoutWriter;
+
+impl EventWriter for StdoutWriter {
+    fn write<'a>(&'a self, events: &'a [AuditEvent]) -> WriteFuture<'a> {
+        let mut out = Vec::with_capacity(events.len() * 512);
+        for event in events {
+            if let Err(e) = serde_json::to_writer(&mut out, event) {
+                return Box::pin(std::future::ready(Err(e.to_string())));
+            }
+            out.push(b'\n');
+        }
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&out)?;
+                stdout.flush()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// How the emitter queues, waits and spools.
 #[derive(Clone, Debug)]
 pub struct AuditorConfig {
@@ -129,6 +157,9 @@ pub struct AuditStats {
     pub spooled: AtomicU64,
     /// Events that could not be recorded at all (each one also counted in an `audit.gap` event).
     pub lost: AtomicU64,
+    /// Whether the last batch failed every attempt (the sink is down); cleared by the next
+    /// batch that is written.
+    pub failing: AtomicBool,
 }
 
 /// The emitter: an [`AuditSink`] in front of an [`EventWriter`].
@@ -202,6 +233,11 @@ impl Auditor {
     /// The counters.
     pub fn stats(&self) -> &AuditStats {
         &self.shared.stats
+    }
+
+    /// Whether the sink took the last batch (readiness probes): `false` while batches fail.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.stats.failing.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 }
 
@@ -351,6 +387,7 @@ async fn run(writer: impl EventWriter, mut rx: mpsc::Receiver<Msg>, shared: Arc<
                 }
             }
         }
+        shared.stats.failing.store(!written, Ordering::Relaxed);
         if written {
             shared
                 .stats

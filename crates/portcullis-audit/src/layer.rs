@@ -10,7 +10,8 @@
 //! |---|---|---|
 //! | missing, malformed, bad credential; missing second factor | `authn.failed` | `failure` |
 //! | organization mismatch | `org.forbidden` | `denied` |
-//! | missing scope | `authz.denied` | `denied` |
+//! | missing scope; no route of the gateway's policy | `authz.denied` | `denied` |
+//! | a guard's refusal | `guard.denied` | `denied` |
 //! | dependency unavailable | `authn.unavailable` | `failure` |
 //! | wiring bug | `authz.misconfigured` | `failure` |
 //!
@@ -245,13 +246,21 @@ fn refusal_event<B>(res: &Response<B>, context: &RequestFacts) -> Option<AuditEv
     };
     let (action, outcome) = match error {
         AuthError::OrgForbidden { .. } => ("org.forbidden", Outcome::Denied),
-        AuthError::InsufficientScope { .. } => ("authz.denied", Outcome::Denied),
+        AuthError::InsufficientScope { .. } | AuthError::NoRoute => {
+            ("authz.denied", Outcome::Denied)
+        }
+        AuthError::GuardDenied { .. } => ("guard.denied", Outcome::Denied),
         AuthError::Unavailable { .. } => ("authn.unavailable", Outcome::Failure),
         AuthError::Misconfigured { .. } => ("authz.misconfigured", Outcome::Failure),
         _ => ("authn.failed", Outcome::Failure),
     };
+    let reason: std::borrow::Cow<'static, str> = match error {
+        AuthError::GuardDenied { guard, reason } => format!("{guard}: {reason}").into(),
+        AuthError::NoRoute => "no_route".into(),
+        _ => error.code().into(),
+    };
     let mut event = AuditEvent::new(action, outcome)
-        .reason(error.code())
+        .reason(reason)
         .request(&context.request_id, &context.method, context.uri.path())
         .user_agent(user_agent)
         .client_address(context.client);

@@ -25,7 +25,8 @@ mod postgres;
 
 pub use chain::{GENESIS, Verified, VerifyError, VerifyErrorKind, verify, verify_reader};
 pub use emitter::{
-    AuditStats, Auditor, AuditorConfig, AuditorTask, EventWriter, JsonlWriter, WriteFuture,
+    AuditStats, Auditor, AuditorConfig, AuditorTask, EventWriter, JsonlWriter, StdoutWriter,
+    WriteFuture,
 };
 pub use jsonl::JsonlSink;
 #[doc(inline)]

@@ -4,18 +4,23 @@
 //!   principal's active one, else 403 `org_forbidden`; inserts the [`OrgId`](portcullis_core::OrgId).
 //! - [`RequireScopesLayer`]: per route, all-of or any-of the principal's normalized scopes, else
 //!   403 `insufficient_scope`.
+//! - [`GuardLayer`]: compliance checks after authorization that can deny with a reason (403
+//!   `guard_denied`) or fail closed (503), never grant.
 //!
-//! Both read the [`Principal`](portcullis_core::Principal) that an authentication layer (see
-//! `portcullis-authn`) inserted, and both work in a plain tower stack as well as in axum. A
+//! All read the [`Principal`](portcullis_core::Principal) that an authentication layer (see
+//! `portcullis-authn`) inserted, and all work in a plain tower stack as well as in axum. A
 //! request that reaches either without a principal is a wiring bug and is answered 500.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod future;
+pub mod guard;
 mod macros;
 pub mod org_context;
 pub mod require_scopes;
 
 pub use future::ResponseFuture;
+#[doc(inline)]
+pub use guard::{Guard, GuardLayer, GuardRefusal, Guarded};
 #[doc(inline)]
 pub use org_context::{OrgContext, OrgContextLayer};
 #[doc(inline)]

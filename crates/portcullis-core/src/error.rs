@@ -67,6 +67,17 @@ pub enum AuthError {
         /// Whether all of `required` are needed, or any one of them.
         all: bool,
     },
+    /// No route of the gateway's policy allows this method and path (403 `forbidden`):
+    /// deny by default.
+    NoRoute,
+    /// A guard (a compliance check after authorization) refused the request (403
+    /// `guard_denied`, with the guard's `reason` in the body).
+    GuardDenied {
+        /// The guard's name, for logs and audit.
+        guard: Arc<str>,
+        /// The guard's reason, sent to the client: guards must not put secrets in it.
+        reason: Arc<str>,
+    },
     /// A dependency (JWKS, key store, audit sink) is unavailable: fail closed (503).
     Unavailable {
         /// Which dependency, for logs and audit; not sent to the client.
@@ -113,7 +124,10 @@ impl AuthError {
             | Self::InvalidRequest { .. }
             | Self::InvalidToken { .. }
             | Self::InsufficientUserAuthentication { .. } => StatusCode::UNAUTHORIZED,
-            Self::OrgForbidden { .. } | Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::OrgForbidden { .. }
+            | Self::InsufficientScope { .. }
+            | Self::NoRoute
+            | Self::GuardDenied { .. } => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Misconfigured { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -128,6 +142,8 @@ impl AuthError {
             Self::InsufficientUserAuthentication { .. } => "insufficient_user_authentication",
             Self::OrgForbidden { .. } => "org_forbidden",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::NoRoute => "forbidden",
+            Self::GuardDenied { .. } => "guard_denied",
             Self::Unavailable { .. } => "temporarily_unavailable",
             Self::Misconfigured { .. } => "internal_error",
         }
@@ -144,6 +160,8 @@ impl AuthError {
                 "a recent second factor verification is required"
             }
             Self::InsufficientScope { .. } => "the credential lacks a required scope",
+            Self::NoRoute => "no route of the policy allows this request",
+            Self::GuardDenied { .. } => "a compliance check refused this request",
             Self::Unavailable { .. } => "a dependency is unavailable; retry later",
             Self::Misconfigured { .. } => "the server is misconfigured",
         }
@@ -167,6 +185,9 @@ impl AuthError {
                     .into(),
             );
             body.insert("match".into(), if *all { "all" } else { "any" }.into());
+        }
+        if let Self::GuardDenied { reason, .. } = self {
+            body.insert("reason".into(), (**reason).into());
         }
         body.insert("request_id".into(), request_id.into());
         let bytes = serde_json::to_vec(&body).expect("a JSON map serializes");
@@ -232,7 +253,11 @@ impl AuthError {
                     scope.join(" ")
                 )
             }
-            Self::OrgForbidden { .. } | Self::Unavailable { .. } | Self::Misconfigured { .. } => {
+            Self::OrgForbidden { .. }
+            | Self::NoRoute
+            | Self::GuardDenied { .. }
+            | Self::Unavailable { .. }
+            | Self::Misconfigured { .. } => {
                 return None;
             }
         })

@@ -40,7 +40,10 @@
 #[doc(inline)]
 pub use portcullis_authn::{Authenticate, AuthenticateLayer};
 #[doc(inline)]
-pub use portcullis_authz::{OrgContext, OrgContextLayer, RequireScopes, RequireScopesLayer};
+pub use portcullis_authz::{
+    Guard, GuardLayer, GuardRefusal, OrgContext, OrgContextLayer, RequireScopes,
+    RequireScopesLayer, guard,
+};
 #[doc(inline)]
 pub use portcullis_core::{
     Actor, AuthError, CredentialId, OrgId, OrgMembership, Principal, PrincipalKind, Scope,

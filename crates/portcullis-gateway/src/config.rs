@@ -1,0 +1,611 @@
+//! Configuration: a TOML file (`--config`) with every key overridable from the environment.
+//!
+//! | TOML key | environment | meaning | default |
+//! |---|---|---|---|
+//! | `strict_scopes` | `STRICT_SCOPES` | strict-scope mode | `true` |
+//! | `listen` | `PORTCULLIS_LISTEN` | listen address | `127.0.0.1:8080` |
+//! | `upstream` | `PORTCULLIS_UPSTREAM` | `http://` URL requests are forwarded to | required (demo: a built-in echo) |
+//! | `jwt_issuer` | `PORTCULLIS_JWT_ISSUER` | expected `iss` | none: JWTs are refused |
+//! | `jwks_url` | `PORTCULLIS_JWKS_URL` | JWKS endpoint | `<issuer>/.well-known/jwks.json` |
+//! | `jwt_audience` | `PORTCULLIS_JWT_AUDIENCE` | expected `aud`, comma separated | none checked |
+//! | `authorized_parties` | `PORTCULLIS_AUTHORIZED_PARTIES` | allowed `azp`, comma separated | none checked |
+//! | `database_url` | `PORTCULLIS_DATABASE_URL` | key store, `sqlite://…` or `postgres://…` | `sqlite://portcullis.db` |
+//! | `audit` | `PORTCULLIS_AUDIT` | `jsonl:<path>`, `postgres` or `stdout` | `jsonl:audit.jsonl` |
+//! | `audit_level` | `PORTCULLIS_AUDIT_LEVEL` | `decisions` or `all` | `decisions` |
+//! | `audit_spool` | `PORTCULLIS_AUDIT_SPOOL` | where routine events wait while the sink is down | `<audit file>.spool`, else `audit.spool` |
+//! | `policy` | `PORTCULLIS_POLICY` | a TOML file of `[[routes]]` | the `[[routes]]` of `--config` |
+//! | `api_key_secret` | `PORTCULLIS_API_KEY_SECRET` | server secret for key hashing, at least 32 bytes | required outside `demo` |
+//! | `clerk_webhook_secret` | `PORTCULLIS_CLERK_WEBHOOK_SECRET` | Svix secret of `POST /webhooks/clerk` | receiver off |
+//! | `realm` | `PORTCULLIS_REALM` | realm of `WWW-Authenticate` | `portcullis` |
+//! | `org_header` | `PORTCULLIS_ORG_HEADER` | a request header that, when sent, must name the principal's org | none |
+//! | `upstream_timeout_secs` | `PORTCULLIS_UPSTREAM_TIMEOUT_SECS` | wait for the upstream's response head (504 after) | `30` |
+//! | `forward_credential` | `PORTCULLIS_FORWARD_CREDENTIAL` | also forward `Authorization` | `false` |
+//!
+//! Every problem is reported with the key (and the environment name) it concerns.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use http::HeaderName;
+use portcullis_core::{ConfigError, ScopePolicy, audit::AuditLevel, parse_bool};
+use serde::Deserialize;
+
+use crate::policy::{RawRoute, Route, validate_routes};
+
+/// A value that must not be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    pub(crate) fn new(secret: impl Into<Box<str>>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Where audit events go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// A hash-chained JSON Lines file.
+    Jsonl(PathBuf),
+    /// The audit table of the PostgreSQL database of `database_url`.
+    Postgres,
+    /// One JSON object per line on standard output (not chained; for log shippers).
+    Stdout,
+}
+
+/// JWT settings; present when an issuer is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// JWKS endpoint.
+    pub jwks_url: String,
+    /// Accepted `aud` values (none: not checked).
+    pub audience: Vec<String>,
+    /// Accepted `azp` values (none: not checked).
+    pub authorized_parties: Vec<String>,
+}
+
+/// The validated configuration of a gateway.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Where requests go; `None` only in `demo`, which serves its own echo.
+    pub upstream: Option<url::Url>,
+    /// The scope policy (canonical scopes, role map, strictness).
+    pub scope_policy: ScopePolicy,
+    /// JWT settings.
+    pub jwt: Option<JwtSettings>,
+    /// Key store URL.
+    pub database_url: String,
+    /// Audit sink.
+    pub audit: AuditTarget,
+    /// Audit level.
+    pub audit_level: AuditLevel,
+    /// Audit spool file.
+    pub audit_spool: PathBuf,
+    /// Key hashing secret.
+    pub api_key_secret: Option<Secret>,
+    /// Svix secret of the Clerk webhook receiver.
+    pub clerk_webhook_secret: Option<Secret>,
+    /// The validated route policy.
+    pub routes: Vec<Route>,
+    /// Realm of `WWW-Authenticate`.
+    pub realm: String,
+    /// Optional org header.
+    pub org_header: Option<HeaderName>,
+    /// Upstream response-head timeout.
+    pub upstream_timeout: Duration,
+    /// Forward `Authorization` upstream.
+    pub forward_credential: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    strict_scopes: Option<bool>,
+    listen: Option<String>,
+    upstream: Option<String>,
+    jwt_issuer: Option<String>,
+    jwks_url: Option<String>,
+    jwt_audience: Option<StringOrList>,
+    authorized_parties: Option<StringOrList>,
+    database_url: Option<String>,
+    audit: Option<String>,
+    audit_level: Option<String>,
+    audit_spool: Option<String>,
+    policy: Option<String>,
+    api_key_secret: Option<String>,
+    clerk_webhook_secret: Option<String>,
+    realm: Option<String>,
+    org_header: Option<String>,
+    upstream_timeout_secs: Option<u64>,
+    forward_credential: Option<bool>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            Self::One(s) => split_list(&s),
+            Self::Many(v) => v
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The key as the file names it and as the environment does, for error messages.
+fn key(toml: &str, env: &str) -> String {
+    format!("{env} (`{toml}`)")
+}
+
+/// Read a TOML file, naming the file in errors.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(what, format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        ConfigError::new(
+            what,
+            format!("{}: {}", path.display(), e.to_string().trim_end()),
+        )
+    })
+}
+
+impl Config {
+    /// Load `file` (if any), apply the process environment, and validate.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`] with `env` standing for the environment.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut f: FileConfig = match file {
+            Some(path) => read_toml(path, "--config")?,
+            None => FileConfig::default(),
+        };
+        // The environment overrides the file.
+        let get = |env_name: &str, file_value: Option<String>| {
+            env(env_name).filter(|v| !v.is_empty()).or(file_value)
+        };
+        let strict = match env("STRICT_SCOPES").filter(|v| !v.is_empty()) {
+            Some(v) => parse_bool("STRICT_SCOPES", &v)?,
+            None => f.strict_scopes.unwrap_or(true),
+        };
+        let scope_policy = ScopePolicy::builder().strict(strict).build()?;
+
+        let listen_key = key("listen", "PORTCULLIS_LISTEN");
+        let listen =
+            get("PORTCULLIS_LISTEN", f.listen.take()).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError::new(
+                &*listen_key,
+                format!("`{listen}` is not an address such as 127.0.0.1:8080"),
+            )
+        })?;
+
+        let upstream = get("PORTCULLIS_UPSTREAM", f.upstream.take())
+            .map(|u| parse_upstream(&u))
+            .transpose()?;
+
+        let issuer = get("PORTCULLIS_JWT_ISSUER", f.jwt_issuer.take());
+        let jwks_url = get("PORTCULLIS_JWKS_URL", f.jwks_url.take());
+        let audience = env("PORTCULLIS_JWT_AUDIENCE")
+            .map(|v| split_list(&v))
+            .or_else(|| f.jwt_audience.take().map(StringOrList::into_list))
+            .unwrap_or_default();
+        let parties = env("PORTCULLIS_AUTHORIZED_PARTIES")
+            .map(|v| split_list(&v))
+            .or_else(|| f.authorized_parties.take().map(StringOrList::into_list))
+            .unwrap_or_default();
+        let jwt = match issuer {
+            Some(issuer) => {
+                let issuer_key = key("jwt_issuer", "PORTCULLIS_JWT_ISSUER");
+                check_url(&issuer_key, &issuer)?;
+                let jwks_url = jwks_url.unwrap_or_else(|| {
+                    format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+                });
+                check_url(&key("jwks_url", "PORTCULLIS_JWKS_URL"), &jwks_url)?;
+                Some(JwtSettings {
+                    issuer,
+                    jwks_url,
+                    audience,
+                    authorized_parties: parties,
+                })
+            }
+            None if jwks_url.is_some() => {
+                return Err(ConfigError::new(
+                    key("jwt_issuer", "PORTCULLIS_JWT_ISSUER"),
+                    "a JWKS URL is set but no issuer: set the expected `iss`",
+                ));
+            }
+            None => None,
+        };
+
+        let database_url = get("PORTCULLIS_DATABASE_URL", f.database_url.take())
+            .unwrap_or_else(|| "sqlite://portcullis.db".into());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres:")
+            || database_url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::new(
+                key("database_url", "PORTCULLIS_DATABASE_URL"),
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        let is_postgres = !database_url.starts_with("sqlite:");
+
+        let audit_key = key("audit", "PORTCULLIS_AUDIT");
+        let audit =
+            get("PORTCULLIS_AUDIT", f.audit.take()).unwrap_or_else(|| "jsonl:audit.jsonl".into());
+        let audit = match audit.as_str() {
+            "postgres" if is_postgres => AuditTarget::Postgres,
+            "postgres" => {
+                return Err(ConfigError::new(
+                    &*audit_key,
+                    "`postgres` writes to the database of PORTCULLIS_DATABASE_URL, which is not PostgreSQL",
+                ));
+            }
+            "stdout" => AuditTarget::Stdout,
+            other => match other.strip_prefix("jsonl:") {
+                Some(path) if !path.is_empty() => AuditTarget::Jsonl(path.into()),
+                _ => {
+                    return Err(ConfigError::new(
+                        &*audit_key,
+                        format!("`{other}` is not one of jsonl:<path>, postgres, stdout"),
+                    ));
+                }
+            },
+        };
+        let audit_level = match get("PORTCULLIS_AUDIT_LEVEL", f.audit_level.take()).as_deref() {
+            None | Some("decisions") => AuditLevel::Decisions,
+            Some("all") => AuditLevel::All,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    key("audit_level", "PORTCULLIS_AUDIT_LEVEL"),
+                    format!("`{other}` is not one of decisions, all"),
+                ));
+            }
+        };
+        let audit_spool = get("PORTCULLIS_AUDIT_SPOOL", f.audit_spool.take())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| match &audit {
+                AuditTarget::Jsonl(path) => {
+                    let mut spool = path.clone().into_os_string();
+                    spool.push(".spool");
+                    spool.into()
+                }
+                _ => "audit.spool".into(),
+            });
+
+        let api_key_secret = get("PORTCULLIS_API_KEY_SECRET", f.api_key_secret.take())
+            .map(|s| {
+                if s.len() < portcullis_apikey::MIN_SECRET_LEN {
+                    Err(ConfigError::new(
+                        key("api_key_secret", "PORTCULLIS_API_KEY_SECRET"),
+                        format!(
+                            "too short: at least {} bytes (for example `openssl rand -base64 48`)",
+                            portcullis_apikey::MIN_SECRET_LEN
+                        ),
+                    ))
+                } else {
+                    Ok(Secret(s.into()))
+                }
+            })
+            .transpose()?;
+        let clerk_webhook_secret = get(
+            "PORTCULLIS_CLERK_WEBHOOK_SECRET",
+            f.clerk_webhook_secret.take(),
+        )
+        .map(|s| {
+            if s.starts_with("whsec_") {
+                Ok(Secret(s.into()))
+            } else {
+                Err(ConfigError::new(
+                    key("clerk_webhook_secret", "PORTCULLIS_CLERK_WEBHOOK_SECRET"),
+                    "must be the endpoint's signing secret, starting with whsec_",
+                ))
+            }
+        })
+        .transpose()?;
+
+        let realm = get("PORTCULLIS_REALM", f.realm.take()).unwrap_or_else(|| "portcullis".into());
+        if !realm
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
+        {
+            return Err(ConfigError::new(
+                key("realm", "PORTCULLIS_REALM"),
+                "printable ASCII without quotes or backslashes",
+            ));
+        }
+        let org_header = get("PORTCULLIS_ORG_HEADER", f.org_header.take())
+            .map(|h| {
+                HeaderName::try_from(h.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        key("org_header", "PORTCULLIS_ORG_HEADER"),
+                        format!("`{h}` is not a header name"),
+                    )
+                })
+            })
+            .transpose()?;
+        let upstream_timeout = match env("PORTCULLIS_UPSTREAM_TIMEOUT_SECS") {
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                ConfigError::new(
+                    key("upstream_timeout_secs", "PORTCULLIS_UPSTREAM_TIMEOUT_SECS"),
+                    format!("`{v}` is not a number of seconds"),
+                )
+            })?,
+            None => f.upstream_timeout_secs.unwrap_or(30),
+        };
+        if upstream_timeout == 0 {
+            return Err(ConfigError::new(
+                key("upstream_timeout_secs", "PORTCULLIS_UPSTREAM_TIMEOUT_SECS"),
+                "must be at least 1",
+            ));
+        }
+        let forward_credential = match env("PORTCULLIS_FORWARD_CREDENTIAL") {
+            Some(v) => parse_bool("PORTCULLIS_FORWARD_CREDENTIAL", &v)?,
+            None => f.forward_credential.unwrap_or(false),
+        };
+
+        let raw_routes = match get("PORTCULLIS_POLICY", f.policy.take()) {
+            Some(path) => {
+                let policy: PolicyFile =
+                    read_toml(Path::new(&path), &key("policy", "PORTCULLIS_POLICY"))?;
+                policy.routes
+            }
+            None => std::mem::take(&mut f.routes),
+        };
+        let routes = validate_routes(raw_routes, &scope_policy)?;
+
+        Ok(Self {
+            listen,
+            upstream,
+            scope_policy,
+            jwt,
+            database_url,
+            audit,
+            audit_level,
+            audit_spool,
+            api_key_secret,
+            clerk_webhook_secret,
+            routes,
+            realm,
+            org_header,
+            upstream_timeout: Duration::from_secs(upstream_timeout),
+            forward_credential,
+        })
+    }
+}
+
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("`{value}` is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                tracing::warn!(
+                    key,
+                    "plain http:// outside loopback: keys can be tampered with in transit"
+                );
+            }
+            Ok(())
+        }
+        other => Err(ConfigError::new(
+            key,
+            format!("scheme `{other}` is not http or https"),
+        )),
+    }
+}
+
+fn parse_upstream(value: &str) -> Result<url::Url, ConfigError> {
+    let key = key("upstream", "PORTCULLIS_UPSTREAM");
+    let url = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(&*key, format!("`{value}` is not a URL: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(ConfigError::new(
+            &*key,
+            "only http:// upstreams are supported (the gateway sits beside its upstream; terminate TLS in front of the gateway)",
+        ));
+    }
+    if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            &*key,
+            "must be http://host[:port][/base-path], without query or fragment",
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, file).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load_with(Some(&path), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_store_and_strict_scopes() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://portcullis.db");
+        assert_eq!(c.audit, AuditTarget::Jsonl("audit.jsonl".into()));
+        assert_eq!(c.audit_spool, PathBuf::from("audit.jsonl.spool"));
+        assert!(c.scope_policy.is_strict());
+        assert!(c.jwt.is_none() && c.upstream.is_none() && c.routes.is_empty());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let c = load(
+            "listen = \"127.0.0.1:1\"\njwt_issuer = \"https://clerk.example.com\"\nstrict_scopes = true\n",
+            &[
+                ("PORTCULLIS_LISTEN", "127.0.0.1:2"),
+                ("STRICT_SCOPES", "false"),
+                ("PORTCULLIS_JWT_AUDIENCE", "a, b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert!(!c.scope_policy.is_strict());
+        let jwt = c.jwt.unwrap();
+        assert_eq!(
+            jwt.jwks_url,
+            "https://clerk.example.com/.well-known/jwks.json"
+        );
+        assert_eq!(jwt.audience, ["a", "b"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            ("listen = \"nowhere\"", &[], "PORTCULLIS_LISTEN"),
+            (
+                "",
+                &[("PORTCULLIS_UPSTREAM", "https://x")],
+                "PORTCULLIS_UPSTREAM",
+            ),
+            (
+                "",
+                &[("PORTCULLIS_UPSTREAM", "not a url")],
+                "PORTCULLIS_UPSTREAM",
+            ),
+            ("", &[("PORTCULLIS_AUDIT", "kafka")], "PORTCULLIS_AUDIT"),
+            ("", &[("PORTCULLIS_AUDIT", "postgres")], "PORTCULLIS_AUDIT"),
+            (
+                "",
+                &[("PORTCULLIS_AUDIT_LEVEL", "most")],
+                "PORTCULLIS_AUDIT_LEVEL",
+            ),
+            (
+                "",
+                &[("PORTCULLIS_DATABASE_URL", "mysql://x")],
+                "PORTCULLIS_DATABASE_URL",
+            ),
+            (
+                "",
+                &[("PORTCULLIS_API_KEY_SECRET", "short")],
+                "PORTCULLIS_API_KEY_SECRET",
+            ),
+            (
+                "",
+                &[("PORTCULLIS_CLERK_WEBHOOK_SECRET", "abc")],
+                "PORTCULLIS_CLERK_WEBHOOK_SECRET",
+            ),
+            ("", &[("STRICT_SCOPES", "maybe")], "STRICT_SCOPES"),
+            (
+                "",
+                &[("PORTCULLIS_JWKS_URL", "https://x/jwks")],
+                "PORTCULLIS_JWT_ISSUER",
+            ),
+            ("lisen = \"127.0.0.1:1\"", &[], "--config"),
+            (
+                "",
+                &[("PORTCULLIS_POLICY", "/does/not/exist.toml")],
+                "PORTCULLIS_POLICY",
+            ),
+        ];
+        for (file, env, named) in cases {
+            let err = load(file, env).unwrap_err();
+            assert!(
+                err.key().contains(named),
+                "{file:?} {env:?}: {err} does not name {named}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = load(
+            "",
+            &[(
+                "PORTCULLIS_API_KEY_SECRET",
+                "0123456789abcdef0123456789abcdef-secret",
+            )],
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_policy_file_replaces_the_configs_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nscopes = [\"comps:read\"]\n",
+        )
+        .unwrap();
+        let c = load(
+            "[[routes]]\npath = \"/b\"\npublic = true\n",
+            &[("PORTCULLIS_POLICY", policy.to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].path, "/a");
+    }
+}
