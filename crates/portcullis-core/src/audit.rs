@@ -60,6 +60,9 @@ pub struct AuditEvent {
     /// Whether the action is sensitive.
     #[serde(default)]
     pub sensitive: bool,
+    /// An attribute the action changed (a role change's before and after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<AuditChange>,
 }
 
 /// The outcome of an audited action.
@@ -99,6 +102,19 @@ pub struct AuditActor {
     /// The session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+}
+
+/// A change of one attribute (a role), before and after.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditChange {
+    /// What changed (`org_role`).
+    pub field: Cow<'static, str>,
+    /// The value before (unknown or none: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// The value after (removed: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 /// What was acted on.
@@ -163,6 +179,7 @@ impl AuditEvent {
             scopes_required: Vec::new(),
             scopes_missing: Vec::new(),
             sensitive: false,
+            change: None,
         }
     }
 

@@ -16,10 +16,14 @@
 //! | `policy` | `PORTCULLIS_POLICY` | a TOML file of `[[routes]]` | the `[[routes]]` of `--config` |
 //! | `api_key_secret` | `PORTCULLIS_API_KEY_SECRET` | server secret for key hashing, at least 32 bytes | required outside `demo` |
 //! | `clerk_webhook_secret` | `PORTCULLIS_CLERK_WEBHOOK_SECRET` | Svix secret of `POST /webhooks/clerk` | receiver off |
+//! | `max_token_lifetime_secs` | `PORTCULLIS_MAX_TOKEN_LIFETIME_SECS` | the longest lifetime of the issuer's tokens: how long a revocation is kept | `86400` |
 //! | `realm` | `PORTCULLIS_REALM` | realm of `WWW-Authenticate` | `portcullis` |
 //! | `org_header` | `PORTCULLIS_ORG_HEADER` | a request header that, when sent, must name the principal's org | none |
 //! | `upstream_timeout_secs` | `PORTCULLIS_UPSTREAM_TIMEOUT_SECS` | wait for the upstream's response head (504 after) | `30` |
 //! | `forward_credential` | `PORTCULLIS_FORWARD_CREDENTIAL` | also forward `Authorization` | `false` |
+//! | `assertion_key` | `PORTCULLIS_ASSERTION_KEY` | Ed25519 PKCS#8 PEM file: forward a signed `x-portcullis-assertion` ([`assertion`](crate::assertion)) | off |
+//! | `assertion_issuer` | `PORTCULLIS_ASSERTION_ISSUER` | its `iss` | `portcullis-gateway` |
+//! | `assertion_audience` | `PORTCULLIS_ASSERTION_AUDIENCE` | its `aud` | the upstream URL |
 //!
 //! Every problem is reported with the key (and the environment name) it concerns.
 
@@ -34,7 +38,10 @@ use http::HeaderName;
 use portcullis_core::{ConfigError, ScopePolicy, audit::AuditLevel, parse_bool};
 use serde::Deserialize;
 
-use crate::policy::{RawRoute, Route, validate_routes};
+use crate::{
+    assertion::Assertions,
+    policy::{RawRoute, Route, validate_routes},
+};
 
 /// A value that must not be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,6 +112,8 @@ pub struct Config {
     pub api_key_secret: Option<Secret>,
     /// Svix secret of the Clerk webhook receiver.
     pub clerk_webhook_secret: Option<Secret>,
+    /// How long a revocation is kept (the longest token lifetime, plus leeway).
+    pub max_token_lifetime: Duration,
     /// The validated route policy.
     pub routes: Vec<Route>,
     /// Realm of `WWW-Authenticate`.
@@ -115,6 +124,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Forward `Authorization` upstream.
     pub forward_credential: bool,
+    /// Signed identity assertions for the upstream.
+    pub assertions: Option<Assertions>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +149,10 @@ struct FileConfig {
     org_header: Option<String>,
     upstream_timeout_secs: Option<u64>,
     forward_credential: Option<bool>,
+    max_token_lifetime_secs: Option<u64>,
+    assertion_key: Option<String>,
+    assertion_issuer: Option<String>,
+    assertion_audience: Option<String>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -343,12 +358,12 @@ impl Config {
             f.clerk_webhook_secret.take(),
         )
         .map(|s| {
-            if s.starts_with("whsec_") {
+            if portcullis_revocation::signature::SigningSecret::new(&s).is_some() {
                 Ok(Secret(s.into()))
             } else {
                 Err(ConfigError::new(
                     key("clerk_webhook_secret", "PORTCULLIS_CLERK_WEBHOOK_SECRET"),
-                    "must be the endpoint's signing secret, starting with whsec_",
+                    "must be the endpoint's signing secret: whsec_ and base64",
                 ))
             }
         })
@@ -389,9 +404,42 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let max_token_lifetime = match env("PORTCULLIS_MAX_TOKEN_LIFETIME_SECS") {
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(
+                    key(
+                        "max_token_lifetime_secs",
+                        "PORTCULLIS_MAX_TOKEN_LIFETIME_SECS",
+                    ),
+                    format!("`{v}` is not a positive number of seconds"),
+                )
+            })?,
+            None => f.max_token_lifetime_secs.unwrap_or(86_400),
+        };
         let forward_credential = match env("PORTCULLIS_FORWARD_CREDENTIAL") {
             Some(v) => parse_bool("PORTCULLIS_FORWARD_CREDENTIAL", &v)?,
             None => f.forward_credential.unwrap_or(false),
+        };
+
+        let assertions = match get("PORTCULLIS_ASSERTION_KEY", f.assertion_key.take()) {
+            None => None,
+            Some(path) => {
+                let issuer = get("PORTCULLIS_ASSERTION_ISSUER", f.assertion_issuer.take())
+                    .unwrap_or_else(|| "portcullis-gateway".into());
+                let audience = get("PORTCULLIS_ASSERTION_AUDIENCE", f.assertion_audience.take())
+                    .or_else(|| {
+                        upstream
+                            .as_ref()
+                            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+                    })
+                    .unwrap_or_else(|| "portcullis-upstream".into());
+                Some(Assertions::from_pem_file(
+                    &key("assertion_key", "PORTCULLIS_ASSERTION_KEY"),
+                    Path::new(&path),
+                    issuer,
+                    audience,
+                )?)
+            }
         };
 
         let raw_routes = match get("PORTCULLIS_POLICY", f.policy.take()) {
@@ -415,11 +463,14 @@ impl Config {
             audit_spool,
             api_key_secret,
             clerk_webhook_secret,
+            // The verifier's leeway is added: a token may be accepted that long after `exp`.
+            max_token_lifetime: Duration::from_secs(max_token_lifetime + 60),
             routes,
             realm,
             org_header,
             upstream_timeout: Duration::from_secs(upstream_timeout),
             forward_credential,
+            assertions,
         })
     }
 }

@@ -313,9 +313,27 @@ pub async fn review(
         .await
         .map_err(|e| CliError::failed(e.0))?;
     let result = stores.keys.list(&org).await;
+    let users = stores.revocations.users_seen(org.as_str()).await;
     stores.close().await;
     let mut records = result.map_err(|e| CliError::failed(format!("key store: {e}")))?;
+    let users = users.map_err(|e| CliError::failed(format!("store: {e}")))?;
     let now = now();
+    let users: Vec<UserView> = users
+        .into_iter()
+        .map(|(user_id, last_seen)| {
+            let days = (now - last_seen).max(0) / DAY;
+            UserView {
+                user_id,
+                last_seen: rfc3339(last_seen),
+                days_since_seen: days,
+                status: if days >= i64::from(dormant_days) {
+                    "dormant"
+                } else {
+                    "active"
+                },
+            }
+        })
+        .collect();
     // Least recently used first: the keys a reviewer should look at.
     records.sort_by_key(|r| (r.last_used_at.unwrap_or(r.created_at), r.created_at));
     let views: Vec<KeyView> = records
@@ -329,30 +347,42 @@ pub async fn review(
             &org,
             now,
             &views,
+            &users,
             markdown,
-            dormant_days,
-            expiring_days,
+            (dormant_days, expiring_days),
             count
         )
     );
     Ok(())
 }
 
+/// A user seen by the gateway, for the review.
+#[derive(Serialize)]
+struct UserView {
+    user_id: String,
+    last_seen: String,
+    days_since_seen: i64,
+    status: &'static str,
+}
+
 fn render_review(
     org: &OrgId,
     now: i64,
     views: &[KeyView],
+    users: &[UserView],
     markdown: bool,
-    dormant_days: u32,
-    expiring_days: u32,
+    (dormant_days, expiring_days): (u32, u32),
     count: impl Fn(Status) -> usize,
 ) -> String {
+    let dormant_users = users.iter().filter(|u| u.status == "dormant").count();
     let summary = json!({
         "active": count(Status::Active),
         "dormant": count(Status::Dormant),
         "expiring": count(Status::Expiring),
         "expired": count(Status::Expired),
         "revoked": count(Status::Revoked),
+        "users_seen": users.len(),
+        "users_dormant": dormant_users,
     });
     if !markdown {
         return serde_json::to_string_pretty(&json!({
@@ -362,6 +392,7 @@ fn render_review(
             "expiring_within_days": expiring_days,
             "summary": summary,
             "keys": views,
+            "users": users,
         }))
         .expect("a review serializes")
             + "\n";
@@ -398,6 +429,22 @@ fn render_review(
             v.last_used_at.as_deref().unwrap_or("never"),
             v.days_since_use,
             &v.expires_at[..10],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Users seen by the gateway\n\n{} seen, {dormant_users} dormant (no authenticated request for {dormant_days} days or more). Least recently seen first.\n",
+        users.len()
+    );
+    let _ = writeln!(
+        out,
+        "| status | user | last seen | days since |\n|---|---|---|---|"
+    );
+    for u in users {
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} |",
+            u.status, u.user_id, u.last_seen, u.days_since_seen
         );
     }
     out

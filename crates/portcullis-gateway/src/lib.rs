@@ -10,12 +10,14 @@
 //! product.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod assertion;
 pub mod callout;
 pub mod config;
 pub mod demo;
 pub mod keys;
 pub mod policy;
 pub mod proxy;
+pub mod revoke;
 pub mod server;
 
 use std::net::SocketAddr;

@@ -49,6 +49,12 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         expiring_days: u32,
     },
+    /// Refuse a session's, a user's or a membership's tokens at once, as the matching Clerk
+    /// webhook would.
+    Revoke {
+        #[command(subcommand)]
+        what: RevokeCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -99,6 +105,37 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RevokeCommand {
+    /// Every token of a user (deleted, banned, locked).
+    User {
+        /// The user id (`sub`).
+        user: String,
+        /// Who is revoking (recorded as `cli:<by>`).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Every token of a session (`sid`).
+    Session {
+        /// The session id.
+        session: String,
+        /// Who is revoking (recorded as `cli:<by>`).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// A user's tokens for one organization.
+    Membership {
+        /// The user id (`sub`).
+        user: String,
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// Who is revoking (recorded as `cli:<by>`).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Verify a JSON Lines audit file's hash chain; names the first bad line.
     Verify {
@@ -140,10 +177,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(message) => {
+            eprintln!("error: configuration: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
@@ -193,6 +233,17 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Revoke { what } => {
+                use portcullis_revocation::Target;
+                let (target, by) = match what {
+                    RevokeCommand::User { user, by } => (Target::User(user), by),
+                    RevokeCommand::Session { session, by } => (Target::Session(session), by),
+                    RevokeCommand::Membership { user, org, by } => {
+                        (Target::Membership { user, org }, by)
+                    }
+                };
+                portcullis_gateway::revoke::revoke(&config, target, &by).await
+            }
             Command::Audit { .. } => unreachable!("handled before the configuration is loaded"),
         }
     });
@@ -203,6 +254,30 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `PORTCULLIS_WORKER_THREADS` workers (default: the CPUs this process may run on); with one,
+/// a current-thread runtime, which skips the work-stealing scheduler's bookkeeping.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let workers = match std::env::var("PORTCULLIS_WORKER_THREADS") {
+        Ok(v) if !v.is_empty() => {
+            v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("PORTCULLIS_WORKER_THREADS: `{v}` is not a positive number")
+            })?
+        }
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    Ok(builder
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts"))
 }
 
 fn verify(file: &std::path::Path) -> ExitCode {

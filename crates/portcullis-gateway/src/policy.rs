@@ -37,6 +37,7 @@ pub const RESERVED_PATHS: &[&str] = &[
     "/api/v1/api-keys",
     "/api/v1/api-keys/{id}",
     "/webhooks/clerk",
+    crate::assertion::JWKS_PATH,
 ];
 
 /// A route as written in the policy file.

@@ -43,6 +43,8 @@ use portcullis_core::{
 };
 use tower::Service;
 
+use crate::assertion::{ASSERTION, Assertions};
+
 /// The identity headers, in the order of the contract.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-portcullis-subject");
 /// `user` or `service_account`.
@@ -56,6 +58,7 @@ pub const ORG_ROLE: HeaderName = HeaderName::from_static("x-portcullis-org-role"
 /// The scopes, space separated.
 pub const SCOPES: HeaderName = HeaderName::from_static("x-portcullis-scopes");
 
+const REQUEST_ID: HeaderName = HeaderName::from_static(portcullis_core::REQUEST_ID_HEADER);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -75,16 +78,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Where and how to forward.
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
     target: Arc<Target>,
 }
 
 struct Target {
+    client: Client<HttpConnector, Body>,
     authority: Authority,
     /// The upstream URL's path without its trailing `/` (empty for `/`).
     base_path: String,
     timeout: Duration,
     forward_credential: bool,
+    assertions: Option<Assertions>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -111,31 +115,41 @@ impl Proxy {
             None => upstream.host_str().unwrap_or_default().to_owned(),
         };
         Self {
-            client,
             target: Arc::new(Target {
+                client,
                 authority: authority
                     .parse()
                     .expect("a URL's host and port are an authority"),
                 base_path: upstream.path().trim_end_matches('/').to_owned(),
                 timeout,
                 forward_credential,
+                assertions: None,
             }),
         }
     }
 
+    /// Also forward a signed assertion of the identity (`x-portcullis-assertion`).
+    pub fn assertions(mut self, assertions: Option<Assertions>) -> Self {
+        Arc::get_mut(&mut self.target)
+            .expect("configured before it is cloned")
+            .assertions = assertions;
+        self
+    }
+
     async fn forward(self, req: Request<Body>) -> Response<Body> {
-        let request_id = RequestId::from_headers(req.headers());
+        // What a failure's answer and audit event need; cheap reference-counted copies.
+        let request_id = req.headers().get(REQUEST_ID).cloned();
         let audit = req.extensions().get::<AuditHandle>().cloned();
         let principal = req.extensions().get::<Principal>().cloned();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         let upstream_req = match self.upstream_request(req) {
             Ok(r) => r,
             Err(response) => return response,
         };
         let failure = match tokio::time::timeout(
             self.target.timeout,
-            self.client.request(upstream_req),
+            self.target.client.request(upstream_req),
         )
         .await
         {
@@ -149,10 +163,16 @@ impl Proxy {
             }
             Err(_) => Failure::Timeout,
         };
+        let mut headers = HeaderMap::new();
+        if let Some(id) = request_id {
+            headers.insert(REQUEST_ID, id);
+        }
+        let request_id = RequestId::from_headers(&headers);
+        let path = uri.path();
         if let Some(AuditHandle(sink, _)) = audit {
             let mut event = AuditEvent::new("proxy.upstream_failed", Outcome::Failure)
                 .reason(failure.code())
-                .request(&request_id, &method, &path);
+                .request(&request_id, &method, path);
             if let Some(p) = &principal {
                 event = event.by(p);
             }
@@ -217,6 +237,13 @@ impl Proxy {
                 "the credential's identity cannot be forwarded",
             )
             .to_response(portcullis_core::DEFAULT_REALM, &request_id));
+        }
+        if let (Some(assertions), Some(principal)) =
+            (&target.assertions, parts.extensions.get::<Principal>())
+        {
+            parts
+                .headers
+                .insert(ASSERTION, assertions.header_for(principal));
         }
         Ok(Request::from_parts(parts, body))
     }

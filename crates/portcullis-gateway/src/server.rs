@@ -34,6 +34,7 @@ use portcullis_core::{
     AuthError, Principal, RequestId, Verification, VerifyCredential, audit::AuditSink,
 };
 use portcullis_jwt::{Issuer, JwtVerifier};
+use portcullis_revocation::{Revocable, RevocationList, RevocationStore, RevocationWatch};
 use serde_json::json;
 use tower::{ServiceBuilder, service_fn, util::BoxCloneSyncService};
 
@@ -61,11 +62,12 @@ impl From<portcullis_core::ConfigError> for StartError {
     }
 }
 
-/// API keys first (by their prefix), else a JWT when an issuer is configured.
+/// API keys first (by their prefix), else a JWT when an issuer is configured, checked against
+/// the revocation list on every request.
 #[derive(Clone, Debug)]
 pub struct Credentials {
     keys: ApiKeyVerifier,
-    jwt: Option<JwtVerifier>,
+    jwt: Option<Revocable<JwtVerifier>>,
 }
 
 impl VerifyCredential for Credentials {
@@ -92,6 +94,8 @@ pub struct Stores {
     pub keys: ApiKeyVerifier,
     /// The audit emitter.
     pub auditor: Auditor,
+    /// Revocations, memberships and last-seen users, in the key store's database.
+    pub revocations: RevocationStore,
     auditor_task: AuditorTask,
     pg_audit: Option<PgAuditSink>,
 }
@@ -114,6 +118,13 @@ impl Stores {
         };
         let hasher = KeyHasher::new(1, &secret)?;
         let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher, store.clone());
+        let revocations = RevocationStore::open(
+            store.clone(),
+            RevocationList::new(),
+            config.max_token_lifetime,
+        )
+        .await
+        .map_err(|e| StartError(format!("PORTCULLIS_DATABASE_URL: revocations: {e}")))?;
 
         let spool = AuditorConfig::new(&config.audit_spool);
         let start_err = |e: std::io::Error| {
@@ -148,6 +159,7 @@ impl Stores {
         Ok(Self {
             store,
             keys,
+            revocations,
             auditor,
             auditor_task,
             pg_audit,
@@ -159,15 +171,19 @@ impl Stores {
         if let Err(e) = self.keys.flush_last_use().await {
             tracing::warn!(error = %e, "last key uses could not be written");
         }
+        if let Err(e) = self.revocations.flush_seen().await {
+            tracing::warn!(error = %e, "last-seen times could not be written");
+        }
         self.auditor.flush().await;
         let Self {
             auditor,
             auditor_task,
             keys,
             store,
+            revocations,
             ..
         } = self;
-        drop((auditor, keys));
+        drop((auditor, keys, revocations));
         store.pool().close().await;
         if tokio::time::timeout(Duration::from_secs(10), auditor_task.join())
             .await
@@ -188,6 +204,8 @@ pub struct Gateway {
     jwt: Option<JwtVerifier>,
     _feed: Option<RevocationFeed>,
     _last_use: LastUseFlush,
+    _revocation_watch: Option<RevocationWatch>,
+    _maintenance: RevocationWatch,
 }
 
 impl Gateway {
@@ -209,6 +227,15 @@ impl Gateway {
             .await
             .map_err(|e| StartError(format!("revocation feed: {e}")))?;
         let last_use = stores.keys.spawn_last_use_flush(Duration::from_secs(60));
+        // PostgreSQL: every replica reloads the revocations when one changes them.
+        let revocation_watch = stores
+            .revocations
+            .watch()
+            .await
+            .map_err(|e| StartError(format!("revocation feed: {e}")))?;
+        let maintenance = stores
+            .revocations
+            .spawn_maintenance(Duration::from_secs(60));
         let jwt = match &config.jwt {
             None => None,
             Some(j) => {
@@ -233,9 +260,12 @@ impl Gateway {
         };
         let credentials = Arc::new(Credentials {
             keys: stores.keys.clone(),
-            jwt: jwt.clone(),
+            jwt: jwt
+                .clone()
+                .map(|jwt| Revocable::with_store(jwt, stores.revocations.clone())),
         });
-        let proxy = Proxy::new(upstream, config.upstream_timeout, config.forward_credential);
+        let proxy = Proxy::new(upstream, config.upstream_timeout, config.forward_credential)
+            .assertions(config.assertions.clone());
         let router = compose(config, &credentials, &stores, proxy, jwt.clone())?;
         Ok(Self {
             router,
@@ -243,6 +273,8 @@ impl Gateway {
             jwt,
             _feed: feed,
             _last_use: last_use,
+            _revocation_watch: revocation_watch,
+            _maintenance: maintenance,
         })
     }
 
@@ -348,14 +380,29 @@ fn compose(
         auditor: stores.auditor.clone(),
         jwt,
     };
-    let health = Router::new()
+    let mut health = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .with_state(Arc::new(readiness));
+    if let Some(assertions) = &config.assertions {
+        let jwks = assertions.jwks();
+        health = health.route(
+            crate::assertion::JWKS_PATH,
+            get(move || async move { Json(jwks) }),
+        );
+    }
 
+    let mut router = router.merge(api).merge(health);
+    if let Some(secret) = &config.clerk_webhook_secret {
+        let receiver = portcullis_revocation::webhook::router(
+            secret.expose(),
+            stores.revocations.clone(),
+            Arc::new(stores.auditor.clone()) as Arc<dyn AuditSink>,
+        )
+        .map_err(|e| StartError(format!("PORTCULLIS_CLERK_WEBHOOK_SECRET: {e}")))?;
+        router = router.merge(receiver);
+    }
     Ok(router
-        .merge(api)
-        .merge(health)
         .fallback_service(deny)
         .layer(AuditLayer::new(stores.auditor.clone()).level(config.audit_level)))
 }

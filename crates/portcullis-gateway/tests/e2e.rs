@@ -641,3 +641,101 @@ async fn audit_verify_names_the_first_bad_line() {
     assert_eq!(code, 1);
     assert!(err.contains(&format!("line {first_changed}")), "{err}");
 }
+
+/// node `jose` verifies the forwarded assertion against the gateway's published JWKS.
+async fn jose_verify(jwks_url: &str, token: &str, issuer: &str, audience: &str) -> Value {
+    use tokio::io::AsyncWriteExt;
+    let peers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+    assert!(
+        peers.join("node_modules/jose").exists(),
+        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(peers.join("verify.mjs"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = serde_json::json!({"jwks_url": jwks_url, "token": token, "issuer": issuer, "audience": audience});
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_assertion_of_the_identity_verifies_with_jose() {
+    let issuer = Issuer::start().await;
+    let upstream = Upstream::start().await;
+    let mut setup = Setup::new(Db::Sqlite, "assert", &issuer, &upstream.url).await;
+    let key = setup.dir.path().join("assertion.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            key.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    setup.set("PORTCULLIS_ASSERTION_KEY", key.to_str().unwrap());
+    setup.set("PORTCULLIS_ASSERTION_AUDIENCE", "https://comps.internal");
+    let gw = setup.start().await;
+    let token = issuer.token("user_admin", "org_a", &["comps:read", "audit:read"]);
+    let res = client()
+        .get(format!("{}/api/v1/orgs/org_a/comps", gw.url))
+        .bearer_auth(&token)
+        .header("x-portcullis-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let assertion = upstream.last_headers()["x-portcullis-assertion"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(assertion, "forged");
+    let jwks_url = format!("{}/.well-known/portcullis/jwks.json", gw.url);
+    let verified = jose_verify(
+        &jwks_url,
+        &assertion,
+        "portcullis-gateway",
+        "https://comps.internal",
+    )
+    .await;
+    assert_eq!(verified["ok"], true, "{verified}");
+    let claims = &verified["payload"];
+    assert_eq!(claims["sub"], "user_admin");
+    assert_eq!(claims["sub_kind"], "user");
+    assert_eq!(claims["org_id"], "org_a");
+    assert_eq!(claims["org_role"], "admin");
+    assert_eq!(claims["scope"], "audit:read comps:read");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
+    // A wrong audience does not verify: the check above can fail.
+    let wrong = jose_verify(&jwks_url, &assertion, "portcullis-gateway", "https://other").await;
+    assert_eq!(wrong["ok"], false);
+
+    // Public routes get no assertion, and a forged one is removed.
+    let res = client()
+        .get(format!("{}/public/status", gw.url))
+        .header("x-portcullis-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        !upstream
+            .last_headers()
+            .contains_key("x-portcullis-assertion")
+    );
+    gw.terminate().await;
+}

@@ -49,9 +49,13 @@ impl SqlStore {
                         }
                     },
                     Ok(None) => {
-                        // Lost and reconnecting: notices may have been missed.
+                        // Lost: notices may have been missed. Flush now, and again once listening
+                        // anew, so that a key cached in between cannot outlive a missed notice.
                         tracing::warn!(target: "portcullis::api_keys", "revocation feed reconnecting; cached keys flushed");
                         verifier.evict_all();
+                        if listener.listen(REVOCATION_CHANNEL).await.is_ok() {
+                            verifier.evict_all();
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(target: "portcullis::api_keys", error = %e, "revocation feed failed; cached keys flushed");

@@ -190,8 +190,18 @@ impl SqlStore {
         &self.pool
     }
 
-    pub(super) fn url(&self) -> &str {
+    /// The connection URL (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `sql` with its `?` placeholders as this store's database wants them (`$1, $2…` on
+    /// PostgreSQL), for other tables that share the store's database.
+    pub fn placeholders(&self, sql: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => sql.to_owned(),
+            Dialect::Postgres => numbered(sql),
+        }
     }
 }
 

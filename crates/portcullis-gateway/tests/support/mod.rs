@@ -111,11 +111,24 @@ impl Issuer {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let claims = json!({
+        self.sign(&json!({
             "iss": self.url, "sub": sub, "sid": format!("sess_{sub}"), "iat": now, "nbf": now,
             "exp": now + 600, "org_id": org, "org_role": "org:admin",
             "org_permissions": perms.iter().map(|p| format!("org:{p}")).collect::<Vec<_>>(),
-        });
+        }))
+    }
+
+    /// A session token with every claim given.
+    pub fn session_token(&self, sub: &str, sid: &str, org: &str, role: &str, iat: u64) -> String {
+        self.sign(&json!({
+            "iss": self.url, "sub": sub, "sid": sid, "iat": iat, "nbf": iat,
+            "exp": iat + 600, "org_id": org, "org_role": format!("org:{role}"),
+            "org_permissions": ["org:comps:read"],
+        }))
+    }
+
+    /// Sign `claims` with the issuer's key.
+    pub fn sign(&self, claims: &Value) -> String {
         let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
         let message = format!(
             "{}.{}",
@@ -438,4 +451,66 @@ impl Gateway {
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Sign webhook messages with Svix's own JavaScript library: (id, timestamp, payload) → the
+/// `svix-signature` of each.
+pub async fn svix_sign(secret: &str, messages: &[(String, i64, String)]) -> Vec<String> {
+    use tokio::io::AsyncWriteExt;
+    let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+    assert!(
+        peers.join("node_modules/svix").exists(),
+        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
+    );
+    let mut child = Command::new("node")
+        .arg(peers.join("svix-sign.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = json!({
+        "secret": secret,
+        "messages": messages.iter().map(|(id, ts, payload)| json!({"id": id, "timestamp": ts, "payload": payload})).collect::<Vec<_>>(),
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    answer["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// One webhook delivery: POST it signed (or with `signature` instead) to `gateway`.
+pub async fn deliver(
+    gateway: &str,
+    id: &str,
+    timestamp: i64,
+    payload: &str,
+    signature: &str,
+) -> reqwest::Response {
+    client()
+        .post(format!("{gateway}/webhooks/clerk"))
+        .header("svix-id", id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .header("content-type", "application/json")
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap()
 }
