@@ -5,18 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::{
-    rand::SystemRandom,
-    rsa::{KeyPair, KeySize, PublicKeyComponents},
-    signature::{KeyPair as _, RSA_PKCS1_SHA256},
-};
 use axum::{Json, Router, routing::get};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use portcullis_gateway::issuer::LocalIssuer;
 use serde_json::json;
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 #[tokio::main]
 async fn main() {
@@ -28,35 +19,19 @@ async fn main() {
         .expect("the address is free");
     let issuer = format!("http://{}", listener.local_addr().expect("bound"));
 
-    let key = KeyPair::generate(KeySize::Rsa2048).expect("key generation works");
-    let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
-    let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
-        "n": b64(&public.n), "e": b64(&public.e)}]});
+    let key = LocalIssuer::generate("bench");
+    let jwks = key.jwks();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    let claims = json!({
+    let token = key.sign(&json!({
         "iss": issuer, "sub": "user_bench", "sid": "sess_bench", "iat": now, "nbf": now,
         "exp": now + 4 * 3600, "org_id": "org_a", "org_role": "org:member",
         "org_permissions": ["org:comps:read"],
-    });
-    let header = json!({"alg": "RS256", "kid": "bench", "typ": "JWT"});
-    let message = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        message.as_bytes(),
-        &mut sig,
-    )
-    .expect("signing works");
+    }));
     println!("ISSUER={issuer}");
-    println!("TOKEN={message}.{}", b64(&sig));
+    println!("TOKEN={token}");
 
     let app = Router::new()
         .route(

@@ -7,11 +7,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::SystemTime};
 
-use aws_lc_rs::{
-    rand::SystemRandom,
-    rsa::{KeyPair, KeySize, PublicKeyComponents},
-    signature::{KeyPair as _, RSA_PKCS1_SHA256},
-};
 use axum::{
     Json, Router,
     body::Body,
@@ -19,16 +14,15 @@ use axum::{
     routing::get,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use portcullis_core::{OrgId, Scope, ScopeSet};
+use portcullis_core::{OrgId, Scope, ScopeSet, audit::AuditSink};
 use serde_json::{Value, json};
 
 use crate::{
     config::{AuditTarget, Config, JwtSettings, Secret},
+    issuer::LocalIssuer,
     policy::{RawRoute, validate_routes},
     server::{Gateway, StartError},
 };
-
-const KID: &str = "demo-1";
 
 /// The sample policy of the demo.
 pub const SAMPLE_POLICY: &str = r#"
@@ -62,28 +56,6 @@ path = "/public/status"
 methods = ["GET"]
 public = true
 "#;
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn sign(key: &KeyPair, claims: &Value) -> String {
-    let header = json!({"alg": "RS256", "kid": KID, "typ": "JWT"});
-    let message = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0; key.public_modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        message.as_bytes(),
-        &mut sig,
-    )
-    .expect("signing works");
-    format!("{message}.{}", b64(&sig))
-}
 
 /// What `/` of the echo upstream answers: what reached it.
 async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Json<Value> {
@@ -133,7 +105,7 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     if config.api_key_secret.is_none() {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).expect("the OS CSPRNG works");
-        config.api_key_secret = Some(Secret::new(b64(&secret)));
+        config.api_key_secret = Some(Secret::new(URL_SAFE_NO_PAD.encode(secret)));
     }
     if config.routes.is_empty() {
         #[derive(serde::Deserialize)]
@@ -145,10 +117,8 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     }
 
     // The identity provider and the upstream, on one free loopback port.
-    let key = KeyPair::generate(KeySize::Rsa2048).expect("key generation works");
-    let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
-    let jwks = json!({"keys": [{"kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256",
-        "n": b64(&public.n), "e": b64(&public.e)}]});
+    let key = LocalIssuer::generate("demo-1");
+    let jwks = key.jwks();
     let side = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| StartError(format!("cannot bind the demo's issuer: {e}")))?;
@@ -174,10 +144,22 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
     let gateway = Gateway::build(&config, Some(&upstream)).await?;
     let org_a = OrgId::new("org_a").expect("a valid org id");
     let key_scopes = ScopeSet::from_iter([Scope::new("comps:read").expect("a valid scope")]);
-    let api_key = gateway
+    // Made like `keys create` does: recorded in the audit trail first.
+    let keys = &gateway.stores.keys;
+    let prepared = keys.prepare(&org_a, "demo reporting job", key_scopes, "cli:demo", 30);
+    gateway
         .stores
-        .keys
-        .create(&org_a, "demo reporting job", key_scopes, "demo", 30)
+        .auditor
+        .record_sensitive(crate::keys::operator_event(
+            "api_key.created",
+            "demo",
+            &org_a,
+            &prepared.record.id,
+        ))
+        .await
+        .map_err(|_| StartError("the audit trail cannot record the demo key".into()))?;
+    let api_key = keys
+        .store_prepared(prepared)
         .await
         .map_err(|e| StartError(format!("creating the demo key: {e:?}")))?;
 
@@ -191,15 +173,12 @@ pub async fn run(mut config: Config) -> Result<(), StartError> {
             .role_scopes(role)
             .map(|s| s.iter().map(|s| format!("org:{}", s.as_str())).collect())
             .unwrap_or_default();
-        sign(
-            &key,
-            &json!({
+        key.sign(&json!({
                 "iss": issuer, "sub": sub, "sid": format!("sess_{sub}"), "iat": now, "nbf": now,
                 "exp": now + 3600, "azp": "http://localhost:3000", "v": 1,
                 "org_id": org, "org_slug": org.replace('_', "-"), "org_role": format!("org:{role}"),
                 "org_permissions": perms,
-            }),
-        )
+        }))
     };
     let admin = token("user_admin", "org_a", "admin");
     let member = token("user_member", "org_a", "member");

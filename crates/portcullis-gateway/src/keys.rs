@@ -45,16 +45,26 @@ fn org(org: &str) -> Result<OrgId, CliError> {
     OrgId::new(org).map_err(|_| CliError::usage(format!("--org: `{org}` is not an org id")))
 }
 
-fn operator_event(action: &'static str, by: &str, org: &OrgId, key_id: &str) -> AuditEvent {
-    let mut event = AuditEvent::new(action, Outcome::Success)
-        .target("api_key", key_id)
-        .sensitive();
-    event.actor = Some(AuditActor {
+/// The actor of a command-line action: `operator`, `cli:<by>`.
+pub(crate) fn operator(by: &str) -> AuditActor {
+    AuditActor {
         kind: "operator".into(),
         id: format!("cli:{by}"),
         on_behalf_of: None,
         session: None,
-    });
+    }
+}
+
+pub(crate) fn operator_event(
+    action: &'static str,
+    by: &str,
+    org: &OrgId,
+    key_id: &str,
+) -> AuditEvent {
+    let mut event = AuditEvent::new(action, Outcome::Success)
+        .target("api_key", key_id)
+        .sensitive();
+    event.actor = Some(operator(by));
     event.org_id = Some(org.clone());
     event
 }

@@ -14,6 +14,7 @@ pub mod assertion;
 pub mod callout;
 pub mod config;
 pub mod demo;
+pub mod issuer;
 pub mod keys;
 pub mod policy;
 pub mod proxy;

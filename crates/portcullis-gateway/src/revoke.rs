@@ -4,7 +4,7 @@
 //! stored; every gateway sharing the store refuses the covered tokens within a second (at once
 //! on PostgreSQL, by `NOTIFY`; SQLite gateways look every second).
 
-use portcullis_core::audit::{AuditActor, AuditEvent, AuditSink, Outcome};
+use portcullis_core::audit::{AuditEvent, AuditSink, Outcome};
 use portcullis_revocation::Target;
 
 use crate::{config::Config, keys::CliError, server::Stores};
@@ -24,12 +24,7 @@ pub async fn revoke(config: &Config, target: Target, by: &str) -> Result<(), Cli
         .target(kind, target.subject())
         .reason("operator")
         .sensitive();
-    event.actor = Some(AuditActor {
-        kind: "operator".into(),
-        id: format!("cli:{by}"),
-        on_behalf_of: None,
-        session: None,
-    });
+    event.actor = Some(crate::keys::operator(by));
     if let Target::Membership { org, .. } = &target {
         event.org_id = portcullis_core::OrgId::new(org).ok();
     }

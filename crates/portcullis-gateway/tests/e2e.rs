@@ -644,27 +644,8 @@ async fn audit_verify_names_the_first_bad_line() {
 
 /// node `jose` verifies the forwarded assertion against the gateway's published JWKS.
 async fn jose_verify(jwks_url: &str, token: &str, issuer: &str, audience: &str) -> Value {
-    use tokio::io::AsyncWriteExt;
-    let peers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
-    assert!(
-        peers.join("node_modules/jose").exists(),
-        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
-    );
-    let mut child = tokio::process::Command::new("node")
-        .arg(peers.join("verify.mjs"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let request = serde_json::json!({"jwks_url": jwks_url, "token": token, "issuer": issuer, "audience": audience});
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(request.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::node_peer("verify.mjs", &request).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,11 +12,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_lc_rs::{
-    rand::SystemRandom,
-    rsa::{KeyPair, KeySize, PublicKeyComponents},
-    signature::{KeyPair as _, RSA_PKCS1_SHA256},
-};
 use axum::{
     Json, Router,
     body::Body,
@@ -25,8 +20,8 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::StreamExt;
+use portcullis_gateway::issuer::LocalIssuer;
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -69,14 +64,10 @@ methods = ["GET"]
 public = true
 "#;
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// An identity provider: an RS256 key served as JWKS.
 pub struct Issuer {
     pub url: String,
-    key: KeyPair,
+    key: LocalIssuer,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -88,10 +79,8 @@ impl Drop for Issuer {
 
 impl Issuer {
     pub async fn start() -> Self {
-        let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
-        let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
-        let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-            "n": b64(&public.n), "e": b64(&public.e)}]});
+        let key = LocalIssuer::generate("k1");
+        let jwks = key.jwks();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new().route(
@@ -129,22 +118,7 @@ impl Issuer {
 
     /// Sign `claims` with the issuer's key.
     pub fn sign(&self, claims: &Value) -> String {
-        let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
-        let message = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let mut sig = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                message.as_bytes(),
-                &mut sig,
-            )
-            .unwrap();
-        format!("{message}.{}", b64(&sig))
+        self.key.sign(claims)
     }
 }
 
@@ -460,25 +434,20 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Sign webhook messages with Svix's own JavaScript library: (id, timestamp, payload) → the
-/// `svix-signature` of each.
-pub async fn svix_sign(secret: &str, messages: &[(String, i64, String)]) -> Vec<String> {
+/// Run one of the Node.js peers in `tests/peers`: one JSON request on stdin, one JSON answer.
+pub async fn node_peer(script: &str, request: &Value) -> Value {
     use tokio::io::AsyncWriteExt;
     let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
     assert!(
-        peers.join("node_modules/svix").exists(),
+        peers.join("node_modules/.package-lock.sha256").exists(),
         "the node peers are not installed: run tests/peers/install.sh (the test command does)"
     );
     let mut child = Command::new("node")
-        .arg(peers.join("svix-sign.mjs"))
+        .arg(peers.join(script))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let request = json!({
-        "secret": secret,
-        "messages": messages.iter().map(|(id, ts, payload)| json!({"id": id, "timestamp": ts, "payload": payload})).collect::<Vec<_>>(),
-    });
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(request.to_string().as_bytes())
@@ -486,8 +455,17 @@ pub async fn svix_sign(secret: &str, messages: &[(String, i64, String)]) -> Vec<
         .unwrap();
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    answer["signatures"]
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Sign webhook messages with Svix's own JavaScript library: (id, timestamp, payload) → the
+/// `svix-signature` of each.
+pub async fn svix_sign(secret: &str, messages: &[(String, i64, String)]) -> Vec<String> {
+    let request = json!({
+        "secret": secret,
+        "messages": messages.iter().map(|(id, ts, payload)| json!({"id": id, "timestamp": ts, "payload": payload})).collect::<Vec<_>>(),
+    });
+    node_peer("svix-sign.mjs", &request).await["signatures"]
         .as_array()
         .unwrap()
         .iter()
