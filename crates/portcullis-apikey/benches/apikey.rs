@@ -9,21 +9,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis_apikey::{ApiKeyVerifier, KeyFormat, KeyHasher, SqlStore};
 use portcullis_core::{OrgId, ScopeSet, Verification, VerifyCredential};
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+use portcullis_test_support::PG;
 const FILLER: u32 = 1_000_000;
 
 fn setup(rt: &tokio::runtime::Runtime) -> (ApiKeyVerifier, KeyHasher, Vec<String>) {
     rt.block_on(async {
-        use sqlx::Connection;
         let schema = "bench_api_keys";
-        let url = format!("{PG}?options=-c%20search_path%3D{schema}");
-        let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        portcullis_test_support::fresh_schema(schema).await;
+        let url = portcullis_test_support::schema_url(PG, schema);
         let store = SqlStore::connect(&url).await.unwrap();
         let started = Instant::now();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -34,7 +27,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (ApiKeyVerifier, KeyHasher, Vec<String
                'pc_sk_xxxx', 'xxxx', 'comps:read', 'bench', 0, 4102444800 \
              FROM generate_series(1, {FILLER}) g; ANALYZE portcullis_api_keys;"
         )))
-        .execute(&mut admin)
+        .execute(store.pool())
         .await
         .unwrap();
         eprintln!("inserted {FILLER} keys in {:?}", started.elapsed());

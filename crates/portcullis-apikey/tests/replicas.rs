@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use portcullis_apikey::{ApiKeyVerifier, KeyFormat, KeyHasher, SqlStore};
 use portcullis_core::{OrgId, ScopeSet, VerifyCredential};
-use support::PG;
 
 async fn replica(url: &str) -> (ApiKeyVerifier, portcullis_apikey::store::RevocationFeed) {
     let store = SqlStore::connect(url).await.unwrap();
@@ -24,18 +23,9 @@ async fn replica(url: &str) -> (ApiKeyVerifier, portcullis_apikey::store::Revoca
     (verifier, feed)
 }
 
+/// The application name marks this test's connections (see `a_lost_feed_flushes_the_cache`).
 async fn schema(name: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("{name}_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    // The application name marks this test's connections (see `a_lost_feed_flushes_the_cache`).
-    format!("{PG}?options=-c%20search_path%3D{schema}&application_name={schema}")
+    portcullis_test_support::pg_schema(name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

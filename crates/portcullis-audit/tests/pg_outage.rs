@@ -12,13 +12,10 @@ use std::{
 
 use portcullis_audit::{Auditor, AuditorConfig, PgAuditSink};
 use portcullis_core::audit::{AuditEvent, AuditSink, Outcome};
-use sqlx::Connection;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Notify,
 };
-
-const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A TCP proxy to 127.0.0.1:5432 that can cut every connection and refuse new ones.
 struct Proxy {
@@ -71,13 +68,7 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_refuses_sensitive_actions_and_loses_no_routine_event() {
     let schema = format!("audit_outage_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    portcullis_test_support::fresh_schema(&schema).await;
     let proxy = Proxy::start().await;
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",

@@ -5,18 +5,8 @@ use portcullis_audit::PgAuditSink;
 use portcullis_core::audit::{AuditEvent, Outcome};
 use sqlx::Connection;
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 async fn schema(name: &str) -> String {
-    let schema = format!("{name}_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    format!("{PG}?options=-c%20search_path%3D{schema}")
+    portcullis_test_support::pg_schema(name).await
 }
 
 fn events(n: usize) -> Vec<AuditEvent> {

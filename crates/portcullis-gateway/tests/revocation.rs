@@ -353,18 +353,12 @@ async fn three_gateways_on_postgres_refuse_an_ended_session_within_a_second() {
     let upstream = Upstream::start().await;
     let mut setup = Setup::new(Db::Postgres, "replicas", &issuer, &upstream.url).await;
     setup.set("PORTCULLIS_CLERK_WEBHOOK_SECRET", WHSEC);
-    // An application name of our own, so that the cut below hits only these listeners.
+    // The schema's connections carry its name as their application name, so that the cut below
+    // hits only these gateways' listeners.
     let app = format!("gw_replicas_{}", std::process::id());
-    let url = setup
-        .env
-        .iter()
-        .find(|(k, _)| k == "PORTCULLIS_DATABASE_URL")
-        .unwrap()
-        .1
-        .clone();
-    setup.set(
-        "PORTCULLIS_DATABASE_URL",
-        &format!("{url}&application_name={app}"),
+    assert!(
+        setup.env.iter().any(|(k, v)| k == "PORTCULLIS_DATABASE_URL"
+            && v.contains(&format!("application_name={app}")))
     );
     let mut gateways = Vec::new();
     for i in 0..3 {
@@ -387,7 +381,9 @@ async fn three_gateways_on_postgres_refuse_an_ended_session_within_a_second() {
         if i == 10 {
             // Cut every listener of the three gateways; they reconnect and reload by themselves.
             use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(support::PG).await.unwrap();
+            let mut admin = sqlx::PgConnection::connect(portcullis_test_support::PG)
+                .await
+                .unwrap();
             let cut: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                  WHERE application_name = '{app}' AND query ILIKE 'LISTEN%'"

@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use portcullis_apikey::{KeyStore, MemoryStore, SqlStore};
 
-pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 pub enum Backend {
     Memory,
     Sqlite,
@@ -28,16 +26,7 @@ pub async fn store(backend: &Backend, name: &str) -> Arc<dyn KeyStore> {
             )
         }
         Backend::Postgres => {
-            let schema = format!("keys_{}_{}", name, std::process::id());
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-            )))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-            let url = format!("{PG}?options=-c%20search_path%3D{schema}");
+            let url = portcullis_test_support::pg_schema(&format!("keys_{name}")).await;
             Arc::new(SqlStore::connect(&url).await.unwrap())
         }
     }

@@ -28,7 +28,6 @@ use tokio::{
     process::{Child, Command},
 };
 
-pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const SECRET: &str = "a-test-secret-of-at-least-32-bytes-0123456789";
 
 pub const POLICY: &str = r#"
@@ -238,18 +237,7 @@ pub enum Db {
 pub async fn database(db: Db, dir: &Path, name: &str) -> String {
     match db {
         Db::Sqlite => format!("sqlite://{}", dir.join("keys.db").display()),
-        Db::Postgres => {
-            use sqlx::Connection;
-            let schema = format!("gw_{name}_{}", std::process::id());
-            let mut admin = sqlx::PgConnection::connect(PG).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO PUBLIC;"
-            )))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-            format!("{PG}?options=-c%20search_path%3D{schema}")
-        }
+        Db::Postgres => portcullis_test_support::pg_schema(&format!("gw_{name}")).await,
     }
 }
 
