@@ -1,6 +1,10 @@
 //! Who is acting: a user or a service account, maybe with an actor acting for it.
 
-use std::{fmt, sync::Arc};
+use std::{
+    any::Any,
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use crate::{OrgId, OrgMembership, ScopeSet};
 
@@ -131,7 +135,20 @@ struct Inner {
     issued_at: Option<i64>,
     expires_at: Option<i64>,
     factor_age: Option<FactorAge>,
+    derived: Derived,
 }
+
+/// The slot of [`Principal::derived`]: not part of the principal's identity.
+#[derive(Default)]
+struct Derived(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
 
 impl Principal {
     /// Start building a principal of `kind` with the subject id `subject`.
@@ -152,7 +169,30 @@ impl Principal {
             issued_at: None,
             expires_at: None,
             factor_age: None,
+            derived: Derived::default(),
         })
+    }
+
+    /// A value derived from this principal, computed on first use and kept as long as the
+    /// principal is: a principal cached with its token or key serves every request that
+    /// presents it, so per-request work (such as the identity headers a proxy forwards) is done
+    /// once. There is one slot: `None` when a value of another type took it first.
+    ///
+    /// ```
+    /// use portcullis_core::{Principal, PrincipalKind};
+    ///
+    /// let p = Principal::builder(PrincipalKind::User, "user_1").build();
+    /// let header = p.derived(|p| format!("subject={}", p.subject()));
+    /// assert_eq!(header.map(String::as_str), Some("subject=user_1"));
+    /// assert_eq!(p.clone().derived(|_| String::from("not again")).unwrap(), "subject=user_1");
+    /// assert!(p.derived(|_| 7u8).is_none(), "the slot holds a String");
+    /// ```
+    pub fn derived<T: Any + Send + Sync>(&self, init: impl FnOnce(&Self) -> T) -> Option<&T> {
+        self.0
+            .derived
+            .0
+            .get_or_init(|| Box::new(init(self)))
+            .downcast_ref()
     }
 
     /// User or service account.

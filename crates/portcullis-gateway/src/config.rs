@@ -25,6 +25,9 @@
 //! | `assertion_issuer` | `PORTCULLIS_ASSERTION_ISSUER` | its `iss` | `portcullis-gateway` |
 //! | `assertion_audience` | `PORTCULLIS_ASSERTION_AUDIENCE` | its `aud` | the upstream URL |
 //!
+//! Two more are read by the binary itself: `PORTCULLIS_CONFIG` (the `--config` file) and
+//! `PORTCULLIS_WORKER_THREADS` (runtime workers; default the CPUs the process may use).
+//!
 //! Every problem is reported with the key (and the environment name) it concerns.
 
 use std::{

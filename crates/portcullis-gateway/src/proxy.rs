@@ -207,6 +207,8 @@ impl Proxy {
             .expect("scheme, authority and path make a URI");
 
         let headers = &mut parts.headers;
+        // Room for what is added below, so that the map grows once at most.
+        headers.reserve(12);
         strip_hop_by_hop(headers);
         headers.remove(header::UPGRADE);
         if !target.forward_credential {
@@ -249,31 +251,50 @@ impl Proxy {
     }
 }
 
+/// The identity headers of a principal, made once per principal ([`Principal::derived`]):
+/// `None` when a value cannot be a header (a subject with control characters).
+struct Identity(Option<Vec<(HeaderName, HeaderValue)>>);
+
+impl Identity {
+    fn of(principal: &Principal) -> Self {
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        let build = || {
+            let mut out = Vec::with_capacity(6);
+            out.push((SUBJECT, value(principal.subject())?));
+            out.push((
+                SUBJECT_KIND,
+                HeaderValue::from_static(principal.kind().as_str()),
+            ));
+            if let Some(actor) = principal.actor() {
+                out.push((ACTOR, value(&actor.subject)?));
+            }
+            if let Some(org) = principal.org_id() {
+                out.push((ORG, value(org.as_str())?));
+            }
+            if let Some(role) = principal.org_role() {
+                out.push((ORG_ROLE, value(role)?));
+            }
+            let scopes: Vec<&str> = principal.scopes().iter().map(|s| s.as_str()).collect();
+            out.push((SCOPES, value(&scopes.join(" "))?));
+            Some(out)
+        };
+        Self(build())
+    }
+}
+
 fn identity_headers(principal: &Principal, headers: &mut HeaderMap) -> Result<(), ()> {
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ());
-    headers.insert(SUBJECT, value(principal.subject())?);
-    headers.insert(
-        SUBJECT_KIND,
-        HeaderValue::from_static(principal.kind().as_str()),
-    );
-    if let Some(actor) = principal.actor() {
-        headers.insert(ACTOR, value(&actor.subject)?);
-    }
-    if let Some(org) = principal.org_id() {
-        headers.insert(ORG, value(org.as_str())?);
-    }
-    if let Some(role) = principal.org_role() {
-        headers.insert(ORG_ROLE, value(role)?);
-    }
-    let scopes = principal.scopes();
-    let mut joined = String::with_capacity(scopes.iter().map(|s| s.as_str().len() + 1).sum());
-    for (i, s) in scopes.iter().enumerate() {
-        if i > 0 {
-            joined.push(' ');
+    let fresh;
+    let identity = match principal.derived(Identity::of) {
+        Some(identity) => identity,
+        // The slot holds something else: make them for this request.
+        None => {
+            fresh = Identity::of(principal);
+            &fresh
         }
-        joined.push_str(s.as_str());
+    };
+    for (name, value) in identity.0.as_ref().ok_or(())? {
+        headers.insert(name.clone(), value.clone());
     }
-    headers.insert(SCOPES, value(&joined)?);
     Ok(())
 }
 
