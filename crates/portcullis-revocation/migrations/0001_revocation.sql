@@ -10,6 +10,13 @@ CREATE TABLE IF NOT EXISTS portcullis_revocations (
     reason      TEXT NOT NULL,
     PRIMARY KEY (kind, subject, org_id)
 );
+-- Bumped in every transaction that changes portcullis_revocations: what a polling replica
+-- (SQLite) compares.
+CREATE TABLE IF NOT EXISTS portcullis_revocation_version (
+    id          INTEGER PRIMARY KEY,
+    version     BIGINT NOT NULL
+);
+INSERT INTO portcullis_revocation_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS portcullis_memberships (
     user_id     TEXT NOT NULL,
     org_id      TEXT NOT NULL,

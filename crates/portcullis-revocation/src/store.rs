@@ -101,15 +101,14 @@ impl RevocationStore {
         Ok(n)
     }
 
-    /// What changes when a revocation is added, replaced or lifted.
-    async fn stamp(&self) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(MAX(created_at), 0) FROM portcullis_revocations",
-        )
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(db)?;
-        Ok((row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?))
+    /// The version of the revocations: bumped by every change, in its transaction.
+    async fn stamp(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT version FROM portcullis_revocation_version WHERE id = 1")
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)
     }
 
     /// Revoke `target`: tokens issued before `not_before` (all of them when `None`) are refused
@@ -171,7 +170,13 @@ impl RevocationStore {
         Ok(done > 0)
     }
 
+    /// Mark a change, in its transaction: bump the version (for pollers) and, on PostgreSQL,
+    /// notify the listeners (delivered at commit).
     async fn announce(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE portcullis_revocation_version SET version = version + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
         if self.store.is_postgres() {
             sqlx::query(AssertSqlSafe(format!("NOTIFY {CHANNEL}")))
                 .execute(&mut **tx)
