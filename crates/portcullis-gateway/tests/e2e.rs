@@ -378,7 +378,16 @@ async fn a_slow_upstream_is_a_504_and_shutdown_drains_in_flight_requests() {
         let token = token.clone();
         async move { client().get(&slow).bearer_auth(&token).send().await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is in the upstream's hands (not after a guessed delay).
+    let before = upstream.requests();
+    let start = std::time::Instant::now();
+    while upstream.requests() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(gw.terminate().await, 0);
     let res = in_flight.await.unwrap().unwrap();
     assert_eq!(res.status(), 200);
@@ -434,7 +443,7 @@ async fn a_callout_guard_can_deny_and_fails_closed() {
     std::fs::write(
         &policy,
         format!(
-            "[[routes]]\npath = \"/api/v1/orgs/{{org}}/instruments/{{id}}/run\"\nmethods = [\"POST\"]\nscopes = [\"comps:read\"]\nguard = {{ url = \"{}/guard\", timeout_ms = 300 }}\n",
+            "[[routes]]\npath = \"/api/v1/orgs/{{org}}/instruments/{{id}}/run\"\nmethods = [\"POST\"]\nscopes = [\"comps:read\"]\nguard = {{ url = \"{}/guard\", timeout_ms = 2000 }}\n",
             upstream.url
         ),
     )
