@@ -258,6 +258,16 @@ impl RevocationStore {
         Ok(inserted == 1)
     }
 
+    /// Forget a message id again: its processing failed and Svix will deliver it once more.
+    pub async fn forget_delivery(&self, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql("DELETE FROM portcullis_webhook_messages WHERE id = ?"))
+            .bind(message_id)
+            .execute(self.store.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     /// Delete revocations whose tokens have all expired.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(

@@ -140,7 +140,13 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
     }
     match apply(&state, &envelope).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(()) => answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        Err(()) => {
+            // Not applied: the retry Svix will make must not be taken for a replay.
+            if let Err(e) = state.store.forget_delivery(message_id).await {
+                tracing::warn!(target: "portcullis::webhook", error = %e, "a failed webhook's id could not be forgotten");
+            }
+            answer(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+        }
     }
 }
 
