@@ -127,6 +127,9 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
             return reject(&state, status, reason).await;
         }
     };
+    if message_id.len() > 256 {
+        return reject(&state, StatusCode::BAD_REQUEST, "malformed_webhook").await;
+    }
     let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
         return reject(&state, StatusCode::BAD_REQUEST, "malformed_payload").await;
     };
