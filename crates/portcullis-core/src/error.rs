@@ -295,8 +295,12 @@ impl RequestId {
 
     /// The request id of a request with these headers.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        headers
-            .get(REQUEST_ID_HEADER)
+        Self::from_value(headers.get(REQUEST_ID_HEADER))
+    }
+
+    /// The request id of a request whose `x-request-id` is `value`.
+    pub fn from_value(value: Option<&HeaderValue>) -> Self {
+        value
             .and_then(|v| v.to_str().ok())
             .filter(|v| {
                 !v.is_empty()

@@ -75,6 +75,24 @@ impl<V: VerifyCredential + ?Sized> VerifyCredential for Arc<V> {
     }
 }
 
+/// A verifier that may not be configured: `None` refuses every credential (401
+/// `invalid_token`), so that `(keys, jwt)` works when no JWT issuer is set.
+impl<V: VerifyCredential> VerifyCredential for Option<V> {
+    #[inline]
+    fn verify(&self, credential: &str) -> Verification {
+        match self {
+            Some(v) => v.verify(credential),
+            None => Verification::Ready(Err(AuthError::invalid_token(
+                "no verifier is configured for this kind of credential",
+            ))),
+        }
+    }
+
+    fn accepts(&self, credential: &str) -> bool {
+        self.as_ref().is_some_and(|v| v.accepts(credential))
+    }
+}
+
 impl<A: VerifyCredential, B: VerifyCredential> VerifyCredential for (A, B) {
     #[inline]
     fn verify(&self, credential: &str) -> Verification {
@@ -87,5 +105,40 @@ impl<A: VerifyCredential, B: VerifyCredential> VerifyCredential for (A, B) {
 
     fn accepts(&self, credential: &str) -> bool {
         self.0.accepts(credential) || self.1.accepts(credential)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PrincipalKind;
+
+    struct Prefixed(&'static str);
+
+    impl VerifyCredential for Prefixed {
+        fn verify(&self, credential: &str) -> Verification {
+            Verification::Ready(Ok(
+                Principal::builder(PrincipalKind::User, credential).build()
+            ))
+        }
+        fn accepts(&self, credential: &str) -> bool {
+            credential.starts_with(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unconfigured_verifier_refuses_what_reaches_it() {
+        let none: (Prefixed, Option<Prefixed>) = (Prefixed("key_"), None);
+        assert!(none.verify("key_1").resolve().await.is_ok());
+        assert_eq!(
+            none.verify("eyJ.x.y").resolve().await.unwrap_err().code(),
+            "invalid_token"
+        );
+        assert!(!none.1.accepts("eyJ.x.y"));
+        let some: (Prefixed, Option<Prefixed>) = (Prefixed("key_"), Some(Prefixed("eyJ")));
+        assert_eq!(
+            some.verify("eyJ.x.y").resolve().await.unwrap().subject(),
+            "eyJ.x.y"
+        );
     }
 }

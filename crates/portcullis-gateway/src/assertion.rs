@@ -130,33 +130,24 @@ impl Assertions {
         }]})
     }
 
-    /// The assertion for `principal`, signed now or reused while it has more than half its
-    /// lifetime left.
-    pub fn header_for(&self, principal: &Principal) -> HeaderValue {
-        let scopes: Vec<&str> = principal.scopes().iter().map(|s| s.as_str()).collect();
-        let scope = scopes.join(" ");
-        let actor = principal.actor().map(|a| &*a.subject);
-        let identity = format!(
-            "{}\0{}\0{}\0{}\0{scope}\0{}",
-            principal.kind().as_str(),
-            principal.subject(),
-            principal.org_id().map_or("", |o| o.as_str()),
-            principal.org_role().unwrap_or(""),
-            actor.unwrap_or(""),
-        );
+    /// The assertion for `principal` (whose [`identity_key`] is `identity`), signed now or
+    /// reused while it has more than half its lifetime left.
+    pub fn header_for(&self, principal: &Principal, identity: &str) -> HeaderValue {
         let now = now();
-        if let Some((value, exp)) = self.0.cache.get(&identity)
+        if let Some((value, exp)) = self.0.cache.get(identity)
             && exp.saturating_sub(now) > LIFETIME.as_secs() / 2
         {
             return value;
         }
         let exp = now + LIFETIME.as_secs();
+        let scopes: Vec<&str> = principal.scopes().iter().map(|s| s.as_str()).collect();
+        let actor = principal.actor().map(|a| &*a.subject);
         let mut claims = json!({
             "iss": self.0.issuer,
             "aud": self.0.audience,
             "sub": principal.subject(),
             "sub_kind": principal.kind().as_str(),
-            "scope": scope,
+            "scope": scopes.join(" "),
             "iat": now,
             "exp": exp,
         });
@@ -177,7 +168,21 @@ impl Assertions {
         let signature = self.0.key.sign(message.as_bytes());
         let token = format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
         let value = HeaderValue::try_from(token).expect("base64url is a header value");
-        self.0.cache.insert(identity, (value.clone(), exp));
+        self.0.cache.insert(identity.into(), (value.clone(), exp));
         value
     }
+}
+
+/// What identifies an assertion's content: kind, subject, org, role, scopes and actor.
+pub fn identity_key(principal: &Principal) -> String {
+    let scopes: Vec<&str> = principal.scopes().iter().map(|s| s.as_str()).collect();
+    format!(
+        "{}\0{}\0{}\0{}\0{}\0{}",
+        principal.kind().as_str(),
+        principal.subject(),
+        principal.org_id().map_or("", |o| o.as_str()),
+        principal.org_role().unwrap_or(""),
+        scopes.join(" "),
+        principal.actor().map_or("", |a| &*a.subject),
+    )
 }

@@ -89,6 +89,7 @@ struct Target {
     timeout: Duration,
     forward_credential: bool,
     assertions: Option<Assertions>,
+    realm: Box<str>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -124,16 +125,25 @@ impl Proxy {
                 timeout,
                 forward_credential,
                 assertions: None,
+                realm: portcullis_core::DEFAULT_REALM.into(),
             }),
         }
     }
 
     /// Also forward a signed assertion of the identity (`x-portcullis-assertion`).
     pub fn assertions(mut self, assertions: Option<Assertions>) -> Self {
-        Arc::get_mut(&mut self.target)
-            .expect("configured before it is cloned")
-            .assertions = assertions;
+        self.configure().assertions = assertions;
         self
+    }
+
+    /// The realm named in the proxy's own refusals (default `portcullis`).
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.configure().realm = realm.into();
+        self
+    }
+
+    fn configure(&mut self) -> &mut Target {
+        Arc::get_mut(&mut self.target).expect("configured before it is cloned")
     }
 
     async fn forward(self, req: Request<Body>) -> Response<Body> {
@@ -163,11 +173,7 @@ impl Proxy {
             }
             Err(_) => Failure::Timeout,
         };
-        let mut headers = HeaderMap::new();
-        if let Some(id) = request_id {
-            headers.insert(REQUEST_ID, id);
-        }
-        let request_id = RequestId::from_headers(&headers);
+        let request_id = RequestId::from_value(request_id.as_ref());
         let path = uri.path();
         if let Some(AuditHandle(sink, _)) = audit {
             let mut event = AuditEvent::new("proxy.upstream_failed", Outcome::Failure)
@@ -229,31 +235,44 @@ impl Proxy {
                 headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        if let Some(principal) = parts.extensions.get::<Principal>()
-            && identity_headers(principal, headers).is_err()
-        {
-            // A subject or org that cannot be a header value: refuse rather than forward a
-            // mangled identity.
-            let request_id = RequestId::from_headers(headers);
-            return Err(portcullis_core::AuthError::invalid_token(
-                "the credential's identity cannot be forwarded",
-            )
-            .to_response(portcullis_core::DEFAULT_REALM, &request_id));
-        }
-        if let (Some(assertions), Some(principal)) =
-            (&target.assertions, parts.extensions.get::<Principal>())
-        {
-            parts
-                .headers
-                .insert(ASSERTION, assertions.header_for(principal));
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            let fresh;
+            let identity = match principal.derived(Identity::of) {
+                Some(identity) => identity,
+                // The slot holds something else: make them for this request.
+                None => {
+                    fresh = Identity::of(principal);
+                    &fresh
+                }
+            };
+            let Some(forwarded) = &identity.headers else {
+                // A subject or org that cannot be a header value: refuse rather than forward a
+                // mangled identity.
+                let request_id = RequestId::from_headers(headers);
+                return Err(portcullis_core::AuthError::invalid_token(
+                    "the credential's identity cannot be forwarded",
+                )
+                .to_response(&target.realm, &request_id));
+            };
+            for (name, value) in forwarded {
+                headers.insert(name.clone(), value.clone());
+            }
+            if let Some(assertions) = &target.assertions {
+                headers.insert(ASSERTION, assertions.header_for(principal, &identity.key));
+            }
         }
         Ok(Request::from_parts(parts, body))
     }
 }
 
-/// The identity headers of a principal, made once per principal ([`Principal::derived`]):
-/// `None` when a value cannot be a header (a subject with control characters).
-struct Identity(Option<Vec<(HeaderName, HeaderValue)>>);
+/// What the proxy forwards of a principal, made once per principal ([`Principal::derived`]).
+struct Identity {
+    /// The identity headers; `None` when a value cannot be a header (a subject with control
+    /// characters).
+    headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// The identity as the assertion cache knows it.
+    key: Box<str>,
+}
 
 impl Identity {
     fn of(principal: &Principal) -> Self {
@@ -278,24 +297,11 @@ impl Identity {
             out.push((SCOPES, value(&scopes.join(" "))?));
             Some(out)
         };
-        Self(build())
-    }
-}
-
-fn identity_headers(principal: &Principal, headers: &mut HeaderMap) -> Result<(), ()> {
-    let fresh;
-    let identity = match principal.derived(Identity::of) {
-        Some(identity) => identity,
-        // The slot holds something else: make them for this request.
-        None => {
-            fresh = Identity::of(principal);
-            &fresh
+        Self {
+            headers: build(),
+            key: crate::assertion::identity_key(principal).into(),
         }
-    };
-    for (name, value) in identity.0.as_ref().ok_or(())? {
-        headers.insert(name.clone(), value.clone());
     }
-    Ok(())
 }
 
 /// Remove every `x-portcullis-*` header: only the gateway sets them.

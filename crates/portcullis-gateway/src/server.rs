@@ -30,9 +30,7 @@ use portcullis_audit::{
 };
 use portcullis_authn::AuthenticateLayer;
 use portcullis_authz::{GuardLayer, OrgContextLayer, RequireScopesLayer};
-use portcullis_core::{
-    AuthError, Principal, RequestId, Verification, VerifyCredential, audit::AuditSink,
-};
+use portcullis_core::{AuthError, Principal, RequestId, audit::AuditSink};
 use portcullis_jwt::{Issuer, JwtVerifier};
 use portcullis_revocation::{Revocable, RevocationList, RevocationStore, RevocationWatch};
 use serde_json::json;
@@ -62,28 +60,9 @@ impl From<portcullis_core::ConfigError> for StartError {
     }
 }
 
-/// API keys first (by their prefix), else a JWT when an issuer is configured, checked against
-/// the revocation list on every request.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    keys: ApiKeyVerifier,
-    jwt: Option<Revocable<JwtVerifier>>,
-}
-
-impl VerifyCredential for Credentials {
-    #[inline]
-    fn verify(&self, credential: &str) -> Verification {
-        if self.keys.accepts(credential) {
-            return self.keys.verify(credential);
-        }
-        match &self.jwt {
-            Some(jwt) => jwt.verify(credential),
-            None => Verification::Ready(Err(AuthError::invalid_token(
-                "the credential is not an API key, and no JWT issuer is configured",
-            ))),
-        }
-    }
-}
+/// API keys first (by their prefix), else a JWT when an issuer is configured (refused when
+/// none is), checked against the revocation list on every request.
+pub type Credentials = (ApiKeyVerifier, Option<Revocable<JwtVerifier>>);
 
 /// The key store and the audit emitter, as `serve`, `keys` and `review` use them.
 #[derive(Debug)]
@@ -258,14 +237,14 @@ impl Gateway {
                 Some(jwt)
             }
         };
-        let credentials = Arc::new(Credentials {
-            keys: stores.keys.clone(),
-            jwt: jwt
-                .clone()
+        let credentials: Arc<Credentials> = Arc::new((
+            stores.keys.clone(),
+            jwt.clone()
                 .map(|jwt| Revocable::with_store(jwt, stores.revocations.clone())),
-        });
+        ));
         let proxy = Proxy::new(upstream, config.upstream_timeout, config.forward_credential)
-            .assertions(config.assertions.clone());
+            .assertions(config.assertions.clone())
+            .realm(&config.realm);
         let router = compose(config, &credentials, &stores, proxy, jwt.clone())?;
         Ok(Self {
             router,

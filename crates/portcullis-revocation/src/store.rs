@@ -237,14 +237,10 @@ impl RevocationStore {
     }
 
     /// Remember a webhook message id; `false` when it was seen before (a replay). Ids older
-    /// than a day are forgotten (Svix refuses timestamps older than five minutes anyway).
+    /// than a day are purged by [`RevocationStore::purge_expired`] (Svix refuses timestamps
+    /// older than five minutes anyway).
     pub async fn first_delivery(&self, message_id: &str) -> Result<bool, StoreError> {
         let now = unix_now();
-        sqlx::query(self.sql("DELETE FROM portcullis_webhook_messages WHERE received_at < ?"))
-            .bind(now - 86_400)
-            .execute(self.store.pool())
-            .await
-            .map_err(db)?;
         let inserted = sqlx::query(self.sql(
             "INSERT INTO portcullis_webhook_messages (id, received_at) VALUES (?, ?) \
              ON CONFLICT (id) DO NOTHING",
@@ -268,16 +264,22 @@ impl RevocationStore {
         Ok(())
     }
 
-    /// Delete revocations whose tokens have all expired.
+    /// Delete revocations whose tokens have all expired, and webhook message ids older than a
+    /// day (the maintenance task does this every minute).
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        Ok(
+        let now = unix_now();
+        sqlx::query(self.sql("DELETE FROM portcullis_webhook_messages WHERE received_at < ?"))
+            .bind(now - 86_400)
+            .execute(self.store.pool())
+            .await
+            .map_err(db)?;
+        let purged =
             sqlx::query(self.sql("DELETE FROM portcullis_revocations WHERE expires_at <= ?"))
-                .bind(unix_now())
+                .bind(now)
                 .execute(self.store.pool())
                 .await
-                .map_err(db)?
-                .rows_affected(),
-        )
+                .map_err(db)?;
+        Ok(purged.rows_affected())
     }
 
     /// Note that `principal` made an authenticated request (users only; keys track their own
