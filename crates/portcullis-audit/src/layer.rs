@@ -48,7 +48,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
 use portcullis_core::{
     AuthError, Principal, REQUEST_ID_HEADER, RequestId,
@@ -58,6 +58,8 @@ use portcullis_core::{
 };
 use tower_layer::Layer;
 use tower_service::Service;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Layer that applies [`Audit`], which records refusals and gives requests an id.
 ///
@@ -136,10 +138,17 @@ where
         req.extensions_mut()
             .insert(AuditHandle(self.handle.clone(), self.level));
         let request_id = RequestId::from_headers(req.headers());
-        let header = HeaderValue::from_str(&request_id).expect("a request id is a header value");
-        if req.headers().get(REQUEST_ID_HEADER) != Some(&header) {
-            req.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
-        }
+        // The caller's id when it is echoed, else the fresh one, on the request for the layers
+        // and services behind.
+        let header = match req.headers().get(REQUEST_ID) {
+            Some(echoed) if echoed.as_bytes() == request_id.as_bytes() => echoed.clone(),
+            _ => {
+                let fresh =
+                    HeaderValue::from_str(&request_id).expect("a request id is a header value");
+                req.headers_mut().insert(REQUEST_ID, fresh.clone());
+                fresh
+            }
+        };
         let context = RequestFacts {
             request_id,
             header,
@@ -204,7 +213,7 @@ where
                     let mut res = ready!(fut.poll(cx))?;
                     let context = context.take().expect("polled after completion");
                     res.headers_mut()
-                        .entry(REQUEST_ID_HEADER)
+                        .entry(REQUEST_ID)
                         .or_insert(context.header.clone());
                     let Some(event) = refusal_event(&res, &context) else {
                         return Poll::Ready(Ok(res));

@@ -1,8 +1,9 @@
 //! Middleware that fixes the one organization a request acts in.
 //!
 //! The organization is the principal's active one (Clerk `org_id` / `o.id`, or an API key's
-//! org). An organization the request names — the `{org}` segment of the matched axum route, or a
-//! configured header — must be that one, else the request is refused with 403 `org_forbidden`
+//! org). An organization the request names — the `{org}` segment of the matched axum route (or,
+//! outside axum's router, of the route [`path_template`](OrgContextLayer::path_template) names),
+//! or a configured header — must be that one, else the request is refused with 403 `org_forbidden`
 //! and the inner service is never called. A principal without an active organization is refused
 //! the same way. On success the [`OrgId`] is inserted into the request's extensions, where the
 //! [`OrgId`] extractor finds it.
@@ -68,6 +69,10 @@ pub struct OrgContextLayer {
 #[derive(Clone, Debug)]
 struct Config {
     path_param: Option<Box<str>>,
+    /// The route the service serves, when its parameters are found by position.
+    template: Option<Box<str>>,
+    /// Where `path_param` is in `template`: an index into the path split at `/`.
+    segment: Option<usize>,
     header: Option<HeaderName>,
     realm: Box<str>,
 }
@@ -90,6 +95,8 @@ impl OrgContextLayer {
         Self {
             config: Arc::new(Config {
                 path_param: Some(DEFAULT_ORG_PARAM.into()),
+                template: None,
+                segment: None,
                 header: None,
                 realm: DEFAULT_REALM.into(),
             }),
@@ -102,13 +109,64 @@ impl OrgContextLayer {
 
     /// The name of the path parameter that names the organization (default `org`).
     pub fn path_param(mut self, name: &str) -> Self {
-        self.config_mut().path_param = Some(name.into());
+        let config = self.config_mut();
+        config.path_param = Some(name.into());
+        config.locate();
         self
     }
 
     /// Ignore path parameters.
     pub fn no_path_param(mut self) -> Self {
-        self.config_mut().path_param = None;
+        let config = self.config_mut();
+        config.path_param = None;
+        config.locate();
+        self
+    }
+
+    /// Find the organization's segment by its position in `template`, the route (in axum's
+    /// syntax) that the wrapped service serves, instead of in the parameters axum's router
+    /// matched: for plain tower stacks and other routers. The router in front must have matched
+    /// the request's path against `template`; the segment is percent-decoded before it is
+    /// compared. A template without the parameter names no organization.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response, StatusCode};
+    /// use http_body_util::Full;
+    /// use portcullis_authz::OrgContextLayer;
+    /// use portcullis_core::{OrgId, OrgMembership, Principal, PrincipalKind};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(OrgContextLayer::new().path_template("/orgs/{org}/reports"))
+    ///     .service(service_fn(|_req: Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::default()))
+    ///     }));
+    ///
+    /// let alice = Principal::builder(PrincipalKind::User, "user_alice")
+    ///     .org(OrgMembership::new(OrgId::new("org_a").unwrap()))
+    ///     .build();
+    /// let req = |path: &str| {
+    ///     let mut req = Request::get(path).body(()).unwrap();
+    ///     req.extensions_mut().insert(alice.clone());
+    ///     req
+    /// };
+    /// let res = svc.clone().oneshot(req("/orgs/org_a/reports")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::OK);
+    /// let res = svc.oneshot(req("/orgs/org_b/reports")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the parameter is only part of a segment (`/orgs/{org}.json`) or follows a
+    /// catch-all: its position would not say where it is.
+    pub fn path_template(mut self, template: &str) -> Self {
+        let config = self.config_mut();
+        config.template = Some(template.into());
+        config.locate();
         self
     }
 
@@ -151,6 +209,59 @@ impl<S> OrgContext<S> {
     }
 
     crate::macros::define_inner_service_accessors!();
+}
+
+impl Config {
+    /// Find `path_param` in `template`.
+    fn locate(&mut self) {
+        self.segment = None;
+        let (Some(template), Some(param)) = (&self.template, &self.path_param) else {
+            return;
+        };
+        let whole = format!("{{{param}}}");
+        for (i, segment) in template.split('/').enumerate() {
+            if *segment == *whole {
+                self.segment = Some(i);
+                return;
+            }
+            assert!(
+                !segment.contains(&*whole),
+                "OrgContextLayer::path_template: `{whole}` must be a whole segment of `{template}`"
+            );
+            assert!(
+                !segment.starts_with("{*"),
+                "OrgContextLayer::path_template: `{whole}` must not follow a catch-all in `{template}`"
+            );
+        }
+    }
+
+    /// The organization the path names, by position in the template.
+    fn named_by_template<'a>(&self, path: &'a str) -> Named<'a> {
+        if self.template.is_none() || self.path_param.is_none() {
+            return Named::NotByTemplate;
+        }
+        let Some(i) = self.segment else {
+            return Named::Nothing;
+        };
+        match path.split('/').nth(i) {
+            Some(raw) => match percent_encoding::percent_decode_str(raw).decode_utf8() {
+                Ok(org) => Named::Org(org),
+                Err(_) => Named::Unreadable,
+            },
+            None => Named::Unreadable,
+        }
+    }
+}
+
+/// What a path names, found by position.
+enum Named<'a> {
+    /// No template (or no parameter to look for): axum's matched parameters decide.
+    NotByTemplate,
+    /// The route has no such parameter.
+    Nothing,
+    Org(std::borrow::Cow<'a, str>),
+    /// Missing, or not UTF-8 once decoded: no organization the principal has.
+    Unreadable,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OrgContext<S>
@@ -205,8 +316,22 @@ impl<S> OrgContext<S> {
                 ));
             }
         }
+        let by_template = match self.config.named_by_template(req.uri().path()) {
+            Named::NotByTemplate => None,
+            Named::Nothing => Some(true),
+            Named::Org(named) => Some(named == org.as_str()),
+            Named::Unreadable => Some(false),
+        };
+        if by_template == Some(false) {
+            return Err((
+                AuthError::org_forbidden("the organization of the request is not the credential's"),
+                req,
+            ));
+        }
         let (mut parts, body) = req.into_parts();
-        if let Some(param) = &self.config.path_param {
+        if let Some(param) = &self.config.path_param
+            && by_template.is_none()
+        {
             let named_ok = match RawPathParams::from_request_parts(&mut parts, &()).now_or_never() {
                 Some(Ok(params)) => params
                     .iter()

@@ -179,6 +179,65 @@ async fn org_context_under_axum_routing() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
+/// The same answers as under axum's router, with the `{org}` segment found by position in the
+/// route's template (the router in front matched the path against it).
+#[tokio::test]
+async fn org_context_by_path_template() {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let alice = principal(Some("org_a"), &[]);
+    let at = |path: &str| {
+        let mut req = Request::get(path).body(Full::default()).unwrap();
+        req.extensions_mut().insert(alice.clone());
+        req
+    };
+    let comps = OrgContextLayer::new()
+        .path_template("/orgs/{org}/comps/{id}")
+        .layer(echo_org(reached.clone()));
+    for (path, status) in [
+        ("/orgs/org_a/comps/7", StatusCode::OK),
+        ("/orgs/org_b/comps/7", StatusCode::FORBIDDEN),
+        ("/orgs/ORG_A/comps/7", StatusCode::FORBIDDEN),
+        ("/orgs/org%5Fa/comps/7", StatusCode::OK),
+        ("/orgs/%FF/comps/7", StatusCode::FORBIDDEN),
+        // Not what the template matches: fails closed.
+        ("/orgs", StatusCode::FORBIDDEN),
+    ] {
+        let res = comps.clone().oneshot(at(path)).await.unwrap();
+        assert_eq!(res.status(), status, "{path}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
+
+    // A template without the parameter names no org: the principal's applies.
+    let health = OrgContextLayer::new()
+        .path_template("/health/{probe}")
+        .layer(echo_org(reached.clone()));
+    let res = health.oneshot(at("/health/live")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await, "org_a");
+
+    // Another parameter name, set before or after the template.
+    for layer in [
+        OrgContextLayer::new()
+            .path_param("tenant")
+            .path_template("/tenants/{tenant}/x"),
+        OrgContextLayer::new()
+            .path_template("/tenants/{tenant}/x")
+            .path_param("tenant"),
+    ] {
+        let svc = layer.layer(echo_org(reached.clone()));
+        let res = svc.clone().oneshot(at("/tenants/org_b/x")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let res = svc.oneshot(at("/tenants/org_a/x")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[test]
+#[should_panic(expected = "must be a whole segment")]
+fn a_template_parameter_must_be_a_whole_segment() {
+    let _ = OrgContextLayer::new().path_template("/orgs/{org}.json");
+}
+
 async fn scope_status(
     layer: RequireScopesLayer,
     p: Principal,

@@ -312,8 +312,17 @@ impl RequestId {
     }
 
     /// A fresh UUIDv7.
+    ///
+    /// Ids are ordered within a thread (a counter per thread, not uuid's process-wide lock
+    /// that every request would take).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string().into())
+        use uuid::timestamp::context::{ContextV7, ThreadLocalContext};
+        thread_local! {
+            static CONTEXT: ContextV7 = const { ContextV7::new() };
+        }
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::now(ThreadLocalContext::new(&CONTEXT)));
+        let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
+        Self(id.hyphenated().encode_lower(&mut buf).into())
     }
 
     /// The id as a string.

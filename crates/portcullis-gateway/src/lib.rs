@@ -19,14 +19,28 @@ pub mod keys;
 pub mod policy;
 pub mod proxy;
 pub mod revoke;
+pub mod routes;
 pub mod server;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
+use axum::{body::Body, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use proxy::Downstream;
 use server::{Gateway, StartError};
+use tower::Service;
 
 /// Serve `gateway` on `listen` until SIGINT or SIGTERM, then drain: in-flight requests finish,
 /// last key uses and queued audit events are written.
+///
+/// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. Each downstream connection forwards over an
+/// upstream connection of its own while it sends one request at a time (see
+/// [`proxy::Downstream`]); requests carry the peer's address as [`ConnectInfo<SocketAddr>`],
+/// as under `axum::serve`.
 pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         StartError(format!(
@@ -37,18 +51,65 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartErro
         .local_addr()
         .map_err(|e| StartError(format!("listener: {e}")))?;
     tracing::info!("listening on http://{addr}");
-    let Gateway { router, stores, .. } = gateway;
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| StartError(format!("server: {e}")))?;
-    tracing::info!("stopped accepting; writing what is pending");
+    let Gateway { app, stores, .. } = gateway;
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers go out as soon as they are written, as nginx does (`tcp_nodelay`).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+        let app = app.clone();
+        let downstream = Downstream::new(peer);
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(Body::new);
+            let extensions = req.extensions_mut();
+            extensions.insert(ConnectInfo(peer));
+            extensions.insert(downstream.clone());
+            app.clone().call(req)
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting; finishing requests in flight");
+    graceful.shutdown().await;
+    tracing::info!("writing what is pending");
     stores.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An accept error: a connection that failed before it was accepted is skipped; anything else
+/// (out of file descriptors, say) is logged and retried after a pause, as `axum::serve` does.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn shutdown_signal() {

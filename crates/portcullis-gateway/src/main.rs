@@ -2,6 +2,11 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+/// jemalloc keeps per-thread caches for the 8 KiB read buffers hyper takes for each request and
+/// response; glibc's allocator serves those from its shared bins.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_gateway::{
     config::Config,

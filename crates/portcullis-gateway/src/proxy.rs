@@ -16,13 +16,23 @@
 //!
 //! Bodies are streamed both ways, never buffered. An unreachable upstream is answered 502, one
 //! that sends no response head in time 504; both are audited (`proxy.upstream_failed`).
+//!
+//! A request that carries a [`Downstream`] (every connection [`crate::serve`] accepts gives its
+//! requests one) is forwarded over an upstream connection of its downstream connection's own, as
+//! long as that connection sends one request at a time: no pool to check out from, no
+//! connection shared between clients. Requests that overlap on one connection (HTTP/2), those
+//! without a `Downstream`, and connections beyond [`MAX_DEDICATED`](Proxy::MAX_DEDICATED) use a
+//! shared pool.
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -33,6 +43,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
     uri::{Authority, PathAndQuery, Scheme},
 };
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -82,8 +93,16 @@ pub struct Proxy {
 }
 
 struct Target {
+    /// The shared pool: for requests that overlap on one downstream connection.
     client: Client<HttpConnector, Body>,
+    connector: HttpConnector,
+    /// `http://authority`, what the connector connects to.
+    origin: Uri,
     authority: Authority,
+    /// The `Host` header sent upstream.
+    host: HeaderValue,
+    /// Upstream connections of their own that are open now.
+    dedicated: Arc<AtomicUsize>,
     /// The upstream URL's path without its trailing `/` (empty for `/`).
     base_path: String,
     timeout: Duration,
@@ -110,17 +129,28 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
-            .build(connector);
+            .build(connector.clone());
         let authority = match upstream.port() {
             Some(port) => format!("{}:{port}", upstream.host_str().unwrap_or_default()),
             None => upstream.host_str().unwrap_or_default().to_owned(),
         };
+        let authority: Authority = authority
+            .parse()
+            .expect("a URL's host and port are an authority");
         Self {
             target: Arc::new(Target {
                 client,
-                authority: authority
-                    .parse()
-                    .expect("a URL's host and port are an authority"),
+                connector,
+                origin: Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .expect("scheme and authority make a URI"),
+                host: HeaderValue::from_str(authority.as_str())
+                    .expect("an authority is a header value"),
+                authority,
+                dedicated: Arc::new(AtomicUsize::new(0)),
                 base_path: upstream.path().trim_end_matches('/').to_owned(),
                 timeout,
                 forward_credential,
@@ -153,18 +183,19 @@ impl Proxy {
         let principal = req.extensions().get::<Principal>().cloned();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let upstream_req = match self.upstream_request(req) {
+        let downstream = req.extensions().get::<Downstream>().cloned();
+        let upstream_req = match self.upstream_request(req, downstream.as_ref()) {
             Ok(r) => r,
             Err(response) => return response,
         };
         let failure = match tokio::time::timeout(
             self.target.timeout,
-            self.target.client.request(upstream_req),
+            self.send(downstream, upstream_req),
         )
         .await
         {
             Ok(Ok(mut res)) => {
-                strip_hop_by_hop(res.headers_mut());
+                scrub(res.headers_mut(), Scrub::Response);
                 return res.map(Body::new);
             }
             Ok(Err(e)) => {
@@ -189,8 +220,88 @@ impl Proxy {
         failure.response(&request_id)
     }
 
+    /// How many upstream connections of their own downstream connections may hold at once;
+    /// the others share a pool.
+    pub const MAX_DEDICATED: usize = 1024;
+
+    /// Send over the downstream connection's own upstream connection when it has one free (or
+    /// may open one), else through the shared pool.
+    ///
+    /// Only the reuse of an open connection is inline; opening one and the pool are boxed, so
+    /// that the common request's future stays small.
+    async fn send(
+        &self,
+        downstream: Option<Downstream>,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let Some(downstream) = downstream else {
+            return Box::pin(self.pooled(req)).await;
+        };
+        match downstream.lease() {
+            Lease::Busy => Box::pin(self.pooled(req)).await,
+            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, req)).await,
+            Lease::Idle(lease, mut sender) => {
+                // A closed connection (the upstream ended it while idle) is replaced.
+                if sender.ready().await.is_err() {
+                    return Box::pin(self.dedicated(lease, req)).await;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(res) => {
+                        lease.release(sender);
+                        Ok(res)
+                    }
+                    // Never written: the connection closed in between; a new one may take it.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => Box::pin(self.dedicated(lease, req)).await,
+                        None => Err(e.into_error().into()),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Open an upstream connection for `lease`'s downstream connection and send `req` on it.
+    async fn dedicated(
+        &self,
+        lease: SlotLease,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let target = &*self.target;
+        if target.dedicated.fetch_add(1, Ordering::Relaxed) >= Self::MAX_DEDICATED {
+            target.dedicated.fetch_sub(1, Ordering::Relaxed);
+            drop(lease);
+            return self.pooled(req).await;
+        }
+        let open = Dedicated(target.dedicated.clone());
+        let io = target.connector.clone().call(target.origin.clone()).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(target: "portcullis::proxy", error = %e, "upstream connection ended");
+            }
+            drop(open);
+        });
+        let res = sender.send_request(req).await?;
+        lease.release(sender);
+        Ok(res)
+    }
+
+    /// Through the shared pool, which wants the absolute URI.
+    async fn pooled(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        let target = &*self.target;
+        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+        *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        Ok(target.client.request(req).await?)
+    }
+
     #[allow(clippy::result_large_err)]
-    fn upstream_request(&self, req: Request<Body>) -> Result<Request<Body>, Response<Body>> {
+    fn upstream_request(
+        &self,
+        req: Request<Body>,
+        downstream: Option<&Downstream>,
+    ) -> Result<Request<Body>, Response<Body>> {
         let (mut parts, body) = req.into_parts();
         let target = &*self.target;
         let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -205,35 +316,44 @@ impl Proxy {
                 .parse()
                 .expect("a base path and a valid path make a valid path")
         };
-        parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .expect("scheme, authority and path make a URI");
+        // Origin form; the pool makes it absolute.
+        parts.uri = Uri::from(path_and_query);
 
         let headers = &mut parts.headers;
         // Room for what is added below, so that the map grows once at most.
         headers.reserve(12);
-        strip_hop_by_hop(headers);
-        headers.remove(header::UPGRADE);
-        if !target.forward_credential {
-            headers.remove(header::AUTHORIZATION);
-        }
-        strip_portcullis(headers);
-        if let Some(host) = headers.remove(header::HOST) {
+        let what = if target.forward_credential {
+            Scrub::RequestKeepingCredential
+        } else {
+            Scrub::Request
+        };
+        let Scrubbed { forwarded_for } = scrub(headers, what);
+        if let Some(host) = headers.insert(header::HOST, target.host.clone()) {
             headers.insert(X_FORWARDED_HOST, host);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            let ip = peer.ip().to_string();
-            let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(earlier) => format!("{earlier}, {ip}"),
-                None => ip,
+        let peer = match downstream {
+            Some(d) => Some(d.0.peer.clone()),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .and_then(|ConnectInfo(peer)| HeaderValue::try_from(peer.ip().to_string()).ok()),
+        };
+        if let Some(peer) = peer {
+            let value = if forwarded_for {
+                // Appended to what earlier proxies said.
+                headers
+                    .get(&X_FORWARDED_FOR)
+                    .and_then(|earlier| earlier.to_str().ok())
+                    .and_then(|earlier| {
+                        let ip = peer.to_str().unwrap_or_default();
+                        HeaderValue::try_from(format!("{earlier}, {ip}")).ok()
+                    })
+                    .unwrap_or(peer)
+            } else {
+                peer
             };
-            if let Ok(v) = HeaderValue::try_from(value) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
+            headers.insert(X_FORWARDED_FOR, value);
         }
         if let Some(principal) = parts.extensions.get::<Principal>() {
             let fresh;
@@ -262,6 +382,104 @@ impl Proxy {
             }
         }
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the proxy keeps for one downstream connection: the peer's address as an
+/// `x-forwarded-for` value, and the upstream connection reused between its requests.
+///
+/// [`crate::serve`] puts one in the extensions of every request of a connection. [`Proxy`]
+/// opens the upstream connection on the first request and reuses it while the downstream
+/// connection sends one request at a time. Dropping the last clone (the downstream connection
+/// ended) closes the upstream connection.
+#[derive(Clone)]
+pub struct Downstream(Arc<DownstreamInner>);
+
+struct DownstreamInner {
+    peer: HeaderValue,
+    upstream: Mutex<SlotState>,
+}
+
+impl Downstream {
+    /// The state of a new connection from `peer`.
+    pub fn new(peer: SocketAddr) -> Self {
+        Self(Arc::new(DownstreamInner {
+            peer: HeaderValue::try_from(peer.ip().to_string())
+                .expect("an IP address is a header value"),
+            upstream: Mutex::new(SlotState::Vacant),
+        }))
+    }
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("peer", &self.0.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+enum SlotState {
+    /// No upstream connection yet (or the last one failed).
+    Vacant,
+    Idle(SendRequest<Body>),
+    /// A request of this downstream connection is using it.
+    Busy,
+}
+
+enum Lease {
+    Vacant(SlotLease),
+    Idle(SlotLease, SendRequest<Body>),
+    Busy,
+}
+
+impl Downstream {
+    fn slot(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // Nothing panics while holding it; a poisoned lock still holds a valid state.
+        (self.0.upstream.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lease(&self) -> Lease {
+        let mut state = self.slot();
+        match std::mem::replace(&mut *state, SlotState::Busy) {
+            SlotState::Busy => Lease::Busy,
+            SlotState::Vacant => Lease::Vacant(SlotLease(Some(self.clone()))),
+            SlotState::Idle(sender) => Lease::Idle(SlotLease(Some(self.clone())), sender),
+        }
+    }
+}
+
+/// The right to the slot's connection for one request. Dropped without [`release`] (the
+/// request failed, timed out or was cancelled), it leaves the slot vacant: a connection in an
+/// unknown state is not reused.
+///
+/// [`release`]: SlotLease::release
+struct SlotLease(Option<Downstream>);
+
+impl SlotLease {
+    fn release(mut self, sender: SendRequest<Body>) {
+        if let Some(slot) = self.0.take() {
+            *slot.slot() = SlotState::Idle(sender);
+        }
+    }
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            *slot.slot() = SlotState::Vacant;
+        }
+    }
+}
+
+/// One open upstream connection of its own, counted until its task ends.
+struct Dedicated(Arc<AtomicUsize>);
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -304,30 +522,69 @@ impl Identity {
     }
 }
 
-/// Remove every `x-portcullis-*` header: only the gateway sets them.
-pub fn strip_portcullis(headers: &mut HeaderMap) {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-portcullis-"))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+/// What [`scrub`] saw.
+struct Scrubbed {
+    /// An `x-forwarded-for` from an earlier proxy.
+    forwarded_for: bool,
+}
+
+/// What must not travel on.
+#[derive(Clone, Copy, PartialEq)]
+enum Scrub {
+    /// A request: hop-by-hop headers, `Upgrade`, every `x-portcullis-*` header (only the
+    /// gateway sets them) and `Authorization`.
+    Request,
+    /// A request whose credential is forwarded (`PORTCULLIS_FORWARD_CREDENTIAL`).
+    RequestKeepingCredential,
+    /// A response: hop-by-hop headers.
+    Response,
+}
+
+impl Scrub {
+    fn doomed(self, name: &HeaderName) -> bool {
+        HOP_BY_HOP.contains(name)
+            || (self != Self::Response
+                && (*name == header::UPGRADE || name.as_str().starts_with("x-portcullis-")))
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+/// Remove what must not travel on (see [`Scrub`]), and the headers `Connection` names
+/// (RFC 9110 §7.6.1).
+///
+/// One pass over the names finds them: the common message has none of them, or only
+/// `Authorization`, and costs no further lookups.
+fn scrub(headers: &mut HeaderMap, what: Scrub) -> Scrubbed {
+    let mut authorization = false;
+    let mut forwarded_for = false;
+    let mut others = false;
+    for name in headers.keys() {
+        if *name == header::AUTHORIZATION {
+            authorization = true;
+        } else if *name == X_FORWARDED_FOR {
+            forwarded_for = true;
+        } else if what.doomed(name) {
+            others = true;
+        }
     }
+    if authorization && what == Scrub::Request {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if others {
+        // Headers named in `Connection` are hop-by-hop too.
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok());
+        let doomed: Vec<HeaderName> = named
+            .chain(headers.keys().filter(|name| what.doomed(name)).cloned())
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+    Scrubbed { forwarded_for }
 }
 
 #[derive(Clone, Copy)]
@@ -386,5 +643,194 @@ impl Service<Request<Body>> for Proxy {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.forward(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use axum::{Router, serve::ListenerExt};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// An upstream that counts the connections it accepts. `/slow` answers after 300 ms; after
+    /// `close` is set, the next answer ends its connection (`Connection: close`).
+    struct Upstream {
+        url: url::Url,
+        connections: Arc<AtomicUsize>,
+        close: Arc<AtomicBool>,
+    }
+
+    impl Upstream {
+        async fn start() -> Self {
+            let connections = Arc::new(AtomicUsize::new(0));
+            let close = Arc::new(AtomicBool::new(false));
+            let closing = close.clone();
+            let app = Router::new().fallback(move |uri: Uri| {
+                let closing = closing.clone();
+                async move {
+                    if uri.path() == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    let mut res = Response::new(Body::from("ok"));
+                    if closing.swap(false, Ordering::SeqCst) {
+                        res.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    res
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let counted = connections.clone();
+            let listener = listener.tap_io(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            });
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            Self {
+                url: url.parse().unwrap(),
+                connections,
+                close,
+            }
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    fn request(path: &str, downstream: &Downstream) -> Request<Body> {
+        let mut req = Request::get(path).body(Body::empty()).unwrap();
+        req.extensions_mut().insert(downstream.clone());
+        req
+    }
+
+    async fn answer(proxy: &Proxy, req: Request<Body>) -> (StatusCode, Bytes) {
+        let res = proxy.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        (
+            status,
+            axum::body::to_bytes(res.into_body(), 4096).await.unwrap(),
+        )
+    }
+
+    fn client(port: u16) -> Downstream {
+        Downstream::new(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[tokio::test]
+    async fn a_downstream_connection_keeps_one_upstream_connection() {
+        let upstream = Upstream::start().await;
+        let proxy = Proxy::new(&upstream.url, Duration::from_secs(5), false);
+        let (a, b) = (client(1001), client(1002));
+        for _ in 0..10 {
+            assert_eq!(
+                answer(&proxy, request("/x", &a)).await,
+                (StatusCode::OK, "ok".into())
+            );
+        }
+        assert_eq!(upstream.connections(), 1, "ten requests, one connection");
+        assert_eq!(answer(&proxy, request("/x", &b)).await.0, StatusCode::OK);
+        assert_eq!(
+            upstream.connections(),
+            2,
+            "another client, its own connection"
+        );
+
+        // The upstream ends a's connection: a's next request opens a new one, unnoticed.
+        upstream.close.store(true, Ordering::SeqCst);
+        assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        for _ in 0..3 {
+            assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        }
+        assert_eq!(upstream.connections(), 3);
+        assert_eq!(answer(&proxy, request("/x", &b)).await.0, StatusCode::OK);
+        assert_eq!(upstream.connections(), 3, "b's connection was not touched");
+    }
+
+    #[tokio::test]
+    async fn overlapping_requests_of_one_connection_use_the_pool() {
+        let upstream = Upstream::start().await;
+        let proxy = Proxy::new(&upstream.url, Duration::from_secs(5), false);
+        let a = client(1001);
+        let slow = tokio::spawn({
+            let (proxy, a) = (proxy.clone(), a.clone());
+            async move { answer(&proxy, request("/slow", &a)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The slow request holds a's connection: this one goes through the pool.
+        assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+        assert_eq!(upstream.connections(), 2);
+        // a's own connection is free again, and reused.
+        assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        assert_eq!(upstream.connections(), 2);
+        // Without a Downstream (a plain tower stack), the pool serves.
+        let plain = Request::get("/x").body(Body::empty()).unwrap();
+        assert_eq!(answer(&proxy, plain).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_leaves_its_connection_behind() {
+        let upstream = Upstream::start().await;
+        let proxy = Proxy::new(&upstream.url, Duration::from_millis(100), false);
+        let a = client(1001);
+        assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        assert_eq!(
+            answer(&proxy, request("/slow", &a)).await.0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        // Its state unknown (an answer may still come), that connection is not reused.
+        assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
+        assert_eq!(upstream.connections(), 2);
+    }
+
+    #[test]
+    fn scrubbing_removes_hop_by_hop_spoofed_and_named_headers() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer x"),
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("x-portcullis-org", "org_evil"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("accept", "*/*"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut response = headers.clone();
+        let names = |h: &HeaderMap| {
+            let mut names: Vec<String> = h.keys().map(|n| n.as_str().to_owned()).collect();
+            names.sort();
+            names
+        };
+        let seen = scrub(&mut headers, Scrub::Request);
+        assert!(seen.forwarded_for);
+        assert_eq!(names(&headers), ["accept", "x-forwarded-for"]);
+
+        // A response loses only hop-by-hop headers and those `Connection` names.
+        scrub(&mut response, Scrub::Response);
+        assert_eq!(
+            names(&response),
+            [
+                "accept",
+                "authorization",
+                "upgrade",
+                "x-forwarded-for",
+                "x-portcullis-org"
+            ]
+        );
+
+        let mut kept = HeaderMap::new();
+        kept.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        scrub(&mut kept, Scrub::RequestKeepingCredential);
+        assert!(kept.contains_key(header::AUTHORIZATION));
     }
 }

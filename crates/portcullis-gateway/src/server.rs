@@ -2,45 +2,46 @@
 //!
 //! ```text
 //! AuditLayer (request id, every refusal recorded)
-//!  ├─ /healthz, /readyz                       no authentication
-//!  ├─ /api/v1/api-keys…                       Authenticate → the management API (api_keys:manage)
 //!  ├─ policy route, public                    Proxy
 //!  ├─ policy route                            Authenticate → OrgContext → RequireScopes → Guards → Proxy
-//!  └─ anything else, or another method        Authenticate → 403 forbidden
+//!  ├─ policy path, another method             Authenticate → 403 forbidden
+//!  └─ axum router
+//!     ├─ /healthz, /readyz                    no authentication
+//!     ├─ /api/v1/api-keys…                    Authenticate → the management API (api_keys:manage)
+//!     └─ anything else                        Authenticate → 403 forbidden
 //! ```
 //!
-//! Each route's layers are one tower stack, so a request pays axum's per-layer boxing once.
+//! Policy routes are dispatched by [`Routes`] without axum's router;
+//! each is one tower stack of a known type.
 
-use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use axum::{
-    Json, Router,
-    body::Body,
-    extract::State,
-    http::{Request, Response, StatusCode},
-    response::IntoResponse,
-    routing::{MethodFilter, MethodRouter, get},
-};
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use portcullis_apikey::{
     ApiKeyVerifier, KeyFormat, KeyHasher, LastUseFlush, SqlStore, store::RevocationFeed,
 };
+use portcullis_audit::Audit;
 use portcullis_audit::{
     AuditLayer, Auditor, AuditorConfig, AuditorTask, JsonlSink, JsonlWriter, PgAuditSink,
     StdoutWriter,
 };
-use portcullis_authn::AuthenticateLayer;
+use portcullis_authn::{Authenticate, AuthenticateLayer};
 use portcullis_authz::{GuardLayer, OrgContextLayer, RequireScopesLayer};
-use portcullis_core::{AuthError, Principal, RequestId, audit::AuditSink};
+use portcullis_core::audit::AuditSink;
 use portcullis_jwt::{Issuer, JwtVerifier};
 use portcullis_revocation::{Revocable, RevocationList, RevocationStore, RevocationWatch};
 use serde_json::json;
-use tower::{ServiceBuilder, service_fn, util::BoxCloneSyncService};
+use tower::{Layer, ServiceBuilder};
 
 use crate::{
     callout::HttpCallout,
     config::{AuditTarget, Config},
     proxy::Proxy,
+    routes::{NoRoute, PathRoutes, RouteStack, Routes},
 };
+
+/// The composed gateway: the audit layer around the routes.
+pub type App = Audit<Routes, Auditor>;
 
 /// A failure to start, with what failed.
 #[derive(Debug)]
@@ -177,7 +178,7 @@ impl Stores {
 #[derive(Debug)]
 pub struct Gateway {
     /// The composed application.
-    pub router: Router,
+    pub app: App,
     /// Stores and audit.
     pub stores: Stores,
     jwt: Option<JwtVerifier>,
@@ -245,9 +246,9 @@ impl Gateway {
         let proxy = Proxy::new(upstream, config.upstream_timeout, config.forward_credential)
             .assertions(config.assertions.clone())
             .realm(&config.realm);
-        let router = compose(config, &credentials, &stores, proxy, jwt.clone())?;
+        let app = compose(config, &credentials, &stores, proxy, jwt.clone())?;
         Ok(Self {
-            router,
+            app,
             stores,
             jwt,
             _feed: feed,
@@ -263,25 +264,16 @@ impl Gateway {
     }
 }
 
-type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
 fn compose(
     config: &Config,
     credentials: &Arc<Credentials>,
     stores: &Stores,
     proxy: Proxy,
     jwt: Option<JwtVerifier>,
-) -> Result<Router, StartError> {
+) -> Result<App, StartError> {
     let realm = config.realm.as_str();
-    let deny_realm: Arc<str> = realm.into();
     let authenticate = AuthenticateLayer::new(credentials.clone()).realm(realm);
-    let deny = ServiceBuilder::new()
-        .layer(authenticate.clone())
-        .service(service_fn(move |req: Request<Body>| {
-            let res = no_route(&req, &deny_realm);
-            async move { Ok::<_, Infallible>(res) }
-        }));
-    let deny = RouteService::new(deny);
+    let refused: Authenticate<NoRoute, _> = authenticate.layer(NoRoute::new(realm));
     let guard_client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -292,13 +284,13 @@ fn compose(
     for route in &config.routes {
         by_path.entry(route.path.as_str()).or_default().push(route);
     }
-    let mut router = Router::new();
+    let mut paths = Vec::with_capacity(by_path.len());
     for (path, routes) in by_path {
-        let mut methods = MethodRouter::new();
-        let mut every_method = false;
+        let mut methods = Vec::new();
+        let mut otherwise = None;
         for route in routes {
-            let service: RouteService = if route.public {
-                RouteService::new(proxy.clone())
+            let stack = if route.public {
+                RouteStack::Public(proxy.clone())
             } else {
                 let mut scopes = if route.any {
                     RequireScopesLayer::any(route.scopes.iter().cloned())
@@ -309,43 +301,35 @@ fn compose(
                 if route.sensitive {
                     scopes = scopes.sensitive();
                 }
-                let mut org = OrgContextLayer::new().realm(realm);
+                let mut org = OrgContextLayer::new().realm(realm).path_template(path);
                 if let Some(h) = &config.org_header {
                     org = org.header(h.clone());
                 }
                 let guard = route.guard.as_ref().map(|g| {
                     GuardLayer::new(HttpCallout::new(guard_client.clone(), g)).realm(realm)
                 });
-                RouteService::new(
+                RouteStack::Protected(Box::new(
                     ServiceBuilder::new()
                         .layer(authenticate.clone())
                         .layer(org)
                         .layer(scopes)
                         .option_layer(guard)
                         .service(proxy.clone()),
-                )
+                ))
             };
             match &route.methods {
-                None => {
-                    methods = methods.fallback_service(service);
-                    every_method = true;
-                }
+                None => otherwise = Some(stack),
                 Some(list) => {
                     for m in list {
-                        let filter = MethodFilter::try_from(m.clone()).map_err(|_| {
-                            StartError(format!(
-                                "routes (path `{path}`): method {m} cannot be routed"
-                            ))
-                        })?;
-                        methods = methods.on_service(filter, service.clone());
+                        if !methods.iter().any(|(seen, _)| seen == m) {
+                            methods.push((m.clone(), stack.clone()));
+                        }
                     }
                 }
             }
         }
-        if !every_method {
-            methods = methods.fallback_service(deny.clone());
-        }
-        router = router.route(path, methods);
+        let otherwise = otherwise.unwrap_or_else(|| RouteStack::Refused(refused.clone()));
+        paths.push((path.to_owned(), PathRoutes { methods, otherwise }));
     }
 
     let api = portcullis_apikey::api::router(
@@ -371,7 +355,7 @@ fn compose(
         );
     }
 
-    let mut router = router.merge(api).merge(health);
+    let mut router = api.merge(health);
     if let Some(secret) = &config.clerk_webhook_secret {
         let receiver = portcullis_revocation::webhook::router(
             secret.expose(),
@@ -381,19 +365,11 @@ fn compose(
         .map_err(|e| StartError(format!("PORTCULLIS_CLERK_WEBHOOK_SECRET: {e}")))?;
         router = router.merge(receiver);
     }
-    Ok(router
-        .fallback_service(deny)
-        .layer(AuditLayer::new(stores.auditor.clone()).level(config.audit_level)))
-}
-
-/// 403 for a request no route allows, attributed to its principal.
-fn no_route(req: &Request<Body>, realm: &str) -> Response<Body> {
-    let request_id = RequestId::from_headers(req.headers());
-    let mut res: Response<Body> = AuthError::NoRoute.to_response(realm, &request_id);
-    if let Some(p) = req.extensions().get::<Principal>() {
-        res.extensions_mut().insert(p.clone());
-    }
-    res
+    let routes = Routes::new(paths, router.fallback_service(refused))
+        .map_err(|e| StartError(format!("routes: {e}")))?;
+    Ok(AuditLayer::new(stores.auditor.clone())
+        .level(config.audit_level)
+        .layer(routes))
 }
 
 #[derive(Debug)]
