@@ -17,12 +17,13 @@
 //! Bodies are streamed both ways, never buffered. An unreachable upstream is answered 502, one
 //! that sends no response head in time 504; both are audited (`proxy.upstream_failed`).
 //!
-//! A request that carries a [`Downstream`] (every connection [`crate::serve`] accepts gives its
-//! requests one) is forwarded over an upstream connection of its downstream connection's own, as
-//! long as that connection sends one request at a time: no pool to check out from, no
-//! connection shared between clients. Requests that overlap on one connection (HTTP/2), those
-//! without a `Downstream`, and connections beyond [`MAX_DEDICATED`](Proxy::MAX_DEDICATED) use a
-//! shared pool.
+//! A request without a body that carries a [`Downstream`] (every connection [`crate::serve`]
+//! accepts gives its requests one) is forwarded over an upstream connection of its downstream
+//! connection's own, as long as that connection sends one request at a time: no pool to check
+//! out from, no connection shared between clients, and the response read in the request's own
+//! task (see the `h1` module). Requests with a body, requests that overlap on one
+//! connection (HTTP/2), those without a `Downstream`, and connections beyond
+//! [`MAX_DEDICATED`](Proxy::MAX_DEDICATED) go through hyper's client and its shared pool.
 
 use std::{
     convert::Infallible,
@@ -43,7 +44,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
     uri::{Authority, PathAndQuery, Scheme},
 };
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use http_body::Body as _;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -55,6 +56,8 @@ use portcullis_core::{
 use tower::Service;
 
 use crate::assertion::{ASSERTION, Assertions};
+
+mod h1;
 
 /// The identity headers, in the order of the contract.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-portcullis-subject");
@@ -224,8 +227,8 @@ impl Proxy {
     /// the others share a pool.
     pub const MAX_DEDICATED: usize = 1024;
 
-    /// Send over the downstream connection's own upstream connection when it has one free (or
-    /// may open one), else through the shared pool.
+    /// Send a request without a body over the downstream connection's own upstream
+    /// connection when it has one free (or may open one), anything else through the pool.
     ///
     /// Only the reuse of an open connection is inline; opening one and the pool are boxed, so
     /// that the common request's future stays small.
@@ -233,67 +236,65 @@ impl Proxy {
         &self,
         downstream: Option<Downstream>,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, BoxError> {
-        let Some(downstream) = downstream else {
-            return Box::pin(self.pooled(req)).await;
+    ) -> Result<Response<Body>, BoxError> {
+        let (parts, body) = req.into_parts();
+        let Some(downstream) = downstream.filter(|_| h1::eligible(&parts, body.is_end_stream()))
+        else {
+            return Box::pin(self.pooled(Request::from_parts(parts, body))).await;
         };
         match downstream.lease() {
-            Lease::Busy => Box::pin(self.pooled(req)).await,
-            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, req)).await,
-            Lease::Idle(lease, mut sender) => {
-                // A closed connection (the upstream ended it while idle) is replaced.
-                if sender.ready().await.is_err() {
-                    return Box::pin(self.dedicated(lease, req)).await;
+            Lease::Busy => Box::pin(self.pooled(Request::from_parts(parts, body))).await,
+            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts)).await,
+            Lease::Idle(lease, mut conn) => {
+                if conn.closed_while_idle() {
+                    drop(conn);
+                    return Box::pin(self.dedicated(lease, parts)).await;
                 }
-                match sender.try_send_request(req).await {
-                    Ok(res) => {
-                        lease.release(sender);
-                        Ok(res)
+                match h1::send(conn, &parts, move |conn| lease.release(conn)).await {
+                    Ok(res) => Ok(res.map(Body::new)),
+                    // The upstream closed the idle connection (its keep-alive timeout, say) just
+                    // as the request went out: one that may be repeated goes again on a new
+                    // connection, as nginx does. (The failed lease left the slot vacant.)
+                    Err(h1::SendError::Closed(_)) if parts.method.is_idempotent() => {
+                        match downstream.lease() {
+                            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts)).await,
+                            _ => Box::pin(self.pooled(Request::from_parts(parts, body))).await,
+                        }
                     }
-                    // Never written: the connection closed in between; a new one may take it.
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => Box::pin(self.dedicated(lease, req)).await,
-                        None => Err(e.into_error().into()),
-                    },
+                    Err(e) => Err(e.into_io().into()),
                 }
             }
         }
     }
 
-    /// Open an upstream connection for `lease`'s downstream connection and send `req` on it.
+    /// Open an upstream connection for the downstream connection of `lease` and send on it.
     async fn dedicated(
         &self,
         lease: SlotLease,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, BoxError> {
+        parts: http::request::Parts,
+    ) -> Result<Response<Body>, BoxError> {
         let target = &*self.target;
-        if target.dedicated.fetch_add(1, Ordering::Relaxed) >= Self::MAX_DEDICATED {
-            target.dedicated.fetch_sub(1, Ordering::Relaxed);
+        if target.dedicated.load(Ordering::Relaxed) >= Self::MAX_DEDICATED {
             drop(lease);
+            let req = Request::from_parts(parts, Body::empty());
             return self.pooled(req).await;
         }
-        let open = Dedicated(target.dedicated.clone());
         let io = target.connector.clone().call(target.origin.clone()).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(target: "portcullis::proxy", error = %e, "upstream connection ended");
-            }
-            drop(open);
-        });
-        let res = sender.send_request(req).await?;
-        lease.release(sender);
-        Ok(res)
+        let conn = h1::Connection::new(io.into_inner(), &target.dedicated);
+        let res = h1::send(conn, &parts, move |conn| lease.release(conn))
+            .await
+            .map_err(h1::SendError::into_io)?;
+        Ok(res.map(Body::new))
     }
 
     /// Through the shared pool, which wants the absolute URI.
-    async fn pooled(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    async fn pooled(&self, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
         let target = &*self.target;
         let mut uri = std::mem::take(req.uri_mut()).into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
         *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-        Ok(target.client.request(req).await?)
+        Ok(target.client.request(req).await?.map(Body::new))
     }
 
     #[allow(clippy::result_large_err)]
@@ -424,14 +425,14 @@ impl std::fmt::Debug for Downstream {
 enum SlotState {
     /// No upstream connection yet (or the last one failed).
     Vacant,
-    Idle(SendRequest<Body>),
+    Idle(h1::Connection),
     /// A request of this downstream connection is using it.
     Busy,
 }
 
 enum Lease {
     Vacant(SlotLease),
-    Idle(SlotLease, SendRequest<Body>),
+    Idle(SlotLease, h1::Connection),
     Busy,
 }
 
@@ -446,7 +447,7 @@ impl Downstream {
         match std::mem::replace(&mut *state, SlotState::Busy) {
             SlotState::Busy => Lease::Busy,
             SlotState::Vacant => Lease::Vacant(SlotLease(Some(self.clone()))),
-            SlotState::Idle(sender) => Lease::Idle(SlotLease(Some(self.clone())), sender),
+            SlotState::Idle(conn) => Lease::Idle(SlotLease(Some(self.clone())), conn),
         }
     }
 }
@@ -459,9 +460,9 @@ impl Downstream {
 struct SlotLease(Option<Downstream>);
 
 impl SlotLease {
-    fn release(mut self, sender: SendRequest<Body>) {
+    fn release(mut self, conn: h1::Connection) {
         if let Some(slot) = self.0.take() {
-            *slot.slot() = SlotState::Idle(sender);
+            *slot.slot() = SlotState::Idle(conn);
         }
     }
 }
@@ -471,15 +472,6 @@ impl Drop for SlotLease {
         if let Some(slot) = self.0.take() {
             *slot.slot() = SlotState::Vacant;
         }
-    }
-}
-
-/// One open upstream connection of its own, counted until its task ends.
-struct Dedicated(Arc<AtomicUsize>);
-
-impl Drop for Dedicated {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -785,6 +777,56 @@ mod tests {
         // Its state unknown (an answer may still come), that connection is not reused.
         assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
         assert_eq!(upstream.connections(), 2);
+    }
+
+    /// An upstream that answers one request per connection, then closes it without saying so.
+    async fn closing_upstream() -> (url::Url, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut io, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut seen = Vec::new();
+                let mut buf = [0; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = io
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        (url.parse().unwrap(), connections)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+        let (url, connections) = closing_upstream().await;
+        let proxy = Proxy::new(&url, Duration::from_secs(5), false);
+        let a = client(1001);
+        for _ in 0..3 {
+            assert_eq!(
+                answer(&proxy, request("/x", &a)).await,
+                (StatusCode::OK, "ok".into())
+            );
+            // Let the upstream's close arrive, so that the next request finds it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+
+        // A close that arrived while the connection was idle is seen before anything is sent,
+        // so a request that may not be repeated gets a new connection too.
+        let mut post = request("/x", &a);
+        *post.method_mut() = http::Method::POST;
+        assert_eq!(answer(&proxy, post).await.0, StatusCode::OK);
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
     }
 
     #[test]
