@@ -57,6 +57,14 @@ async fn the_policy_is_enforced(db: Db, name: &str) {
         "api_keys:manage audit:read comps:read reports:write"
     );
     assert_eq!(seen["x-request-id"], "req-e2e-1");
+    // The upstream is addressed by its own name; where the request came from is said once.
+    let gateway_host = gw.url.trim_start_matches("http://");
+    let upstream_host = upstream.url.trim_start_matches("http://");
+    assert_eq!(seen["host"], upstream_host);
+    assert_eq!(seen["x-forwarded-host"], gateway_host);
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.get_all("host").iter().count(), 1);
     assert!(!seen.contains_key("x-portcullis-custom"));
     assert!(!seen.contains_key("x-portcullis-actor"));
     assert!(
@@ -129,6 +137,9 @@ async fn the_policy_is_enforced(db: Db, name: &str) {
     let res = http
         .get(format!("{}/public/status", gw.url))
         .header("x-portcullis-subject", "user_root")
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
         .bearer_auth(&admin)
         .send()
         .await
@@ -140,6 +151,18 @@ async fn the_policy_is_enforced(db: Db, name: &str) {
             .all(|k| !k.as_str().starts_with("x-portcullis-"))
     );
     assert!(!seen.contains_key("authorization"));
+    // An earlier proxy's x-forwarded-for is kept and extended; the others are the gateway's.
+    assert_eq!(seen["x-forwarded-for"], "10.9.9.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], gateway_host);
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "host",
+    ] {
+        assert_eq!(seen.get_all(name).iter().count(), 1, "{name}");
+    }
 
     // The key created with the CLI is a service account of org_a.
     let res = http.get(&comps).bearer_auth(&key).send().await.unwrap();

@@ -117,12 +117,13 @@ pub(super) fn eligible(parts: &Parts, body_ended: bool) -> bool {
 pub(super) async fn send<F>(
     mut conn: Connection,
     parts: &Parts,
+    extra: &super::Extra,
     reuse: F,
 ) -> Result<Response<Body<F>>, SendError>
 where
     F: FnOnce(Connection) + Unpin,
 {
-    encode(parts, &mut conn.write);
+    encode(parts, extra, &mut conn.write);
     if let Err(e) = write_all(&conn.io, &conn.write).await {
         return Err(SendError::Closed(e));
     }
@@ -170,21 +171,25 @@ where
     }
 }
 
-/// `GET /path HTTP/1.1`, the headers, an empty line.
-fn encode(parts: &Parts, out: &mut Vec<u8>) {
+/// `GET /path HTTP/1.1`, the request's headers, the proxy's, an empty line.
+fn encode(parts: &Parts, extra: &super::Extra, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        // Header values cannot hold CR or LF (`http` checks), so nothing can be smuggled in.
+    // Header values cannot hold CR or LF (`http` checks), so nothing can be smuggled in.
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in &parts.headers {
+        line(name, value);
     }
+    extra.each(line);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -620,16 +625,23 @@ mod tests {
     }
 
     fn request(method: Method, path: &str) -> Parts {
-        let (mut parts, ()) = http::Request::builder()
+        let (parts, ()) = http::Request::builder()
             .method(method)
             .uri(path)
             .body(())
             .unwrap()
             .into_parts();
         parts
-            .headers
-            .insert(header::HOST, HeaderValue::from_static("upstream"));
-        parts
+    }
+
+    fn extra() -> super::super::Extra {
+        super::super::Extra {
+            host: HeaderValue::from_static("upstream"),
+            forwarded_host: None,
+            forwarded_for: Some(HeaderValue::from_static("10.0.0.1")),
+            identity: None,
+            assertion: None,
+        }
     }
 
     type Returned = Arc<Mutex<Option<Connection>>>;
@@ -655,7 +667,10 @@ mod tests {
     > {
         let returned: Returned = Arc::default();
         let back = returned.clone();
-        let res = send(conn, parts, move |conn| *back.lock().unwrap() = Some(conn)).await?;
+        let res = send(conn, parts, &extra(), move |conn| {
+            *back.lock().unwrap() = Some(conn);
+        })
+        .await?;
         let (head, body) = res.into_parts();
         let body = body.collect().await.map(|c| c.to_bytes());
         let conn = returned.lock().unwrap().take();
@@ -869,10 +884,11 @@ mod tests {
             HeaderValue::from_static("org_a"),
         );
         let mut out = Vec::new();
-        encode(&parts, &mut out);
+        encode(&parts, &extra(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "DELETE /orgs/a/reports/7?force=1 HTTP/1.1\r\nhost: upstream\r\nx-portcullis-org: org_a\r\n\r\n"
+            "DELETE /orgs/a/reports/7?force=1 HTTP/1.1\r\nx-portcullis-org: org_a\r\n\
+             host: upstream\r\nx-forwarded-proto: http\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
         );
     }
 

@@ -187,13 +187,13 @@ impl Proxy {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let downstream = req.extensions().get::<Downstream>().cloned();
-        let upstream_req = match self.upstream_request(req, downstream.as_ref()) {
+        let (upstream_req, extra) = match self.upstream_request(req, downstream.as_ref()) {
             Ok(r) => r,
             Err(response) => return response,
         };
         let failure = match tokio::time::timeout(
             self.target.timeout,
-            self.send(downstream, upstream_req),
+            self.send(downstream, upstream_req, &extra),
         )
         .await
         {
@@ -236,29 +236,35 @@ impl Proxy {
         &self,
         downstream: Option<Downstream>,
         req: Request<Body>,
+        extra: &Extra,
     ) -> Result<Response<Body>, BoxError> {
         let (parts, body) = req.into_parts();
         let Some(downstream) = downstream.filter(|_| h1::eligible(&parts, body.is_end_stream()))
         else {
-            return Box::pin(self.pooled(Request::from_parts(parts, body))).await;
+            return Box::pin(self.pooled(Request::from_parts(parts, body), extra)).await;
         };
         match downstream.lease() {
-            Lease::Busy => Box::pin(self.pooled(Request::from_parts(parts, body))).await,
-            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts)).await,
+            Lease::Busy => Box::pin(self.pooled(Request::from_parts(parts, body), extra)).await,
+            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts, extra)).await,
             Lease::Idle(lease, mut conn) => {
                 if conn.closed_while_idle() {
                     drop(conn);
-                    return Box::pin(self.dedicated(lease, parts)).await;
+                    return Box::pin(self.dedicated(lease, parts, extra)).await;
                 }
-                match h1::send(conn, &parts, move |conn| lease.release(conn)).await {
+                match h1::send(conn, &parts, extra, move |conn| lease.release(conn)).await {
                     Ok(res) => Ok(res.map(Body::new)),
                     // The upstream closed the idle connection (its keep-alive timeout, say) just
                     // as the request went out: one that may be repeated goes again on a new
                     // connection, as nginx does. (The failed lease left the slot vacant.)
                     Err(h1::SendError::Closed(_)) if parts.method.is_idempotent() => {
                         match downstream.lease() {
-                            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts)).await,
-                            _ => Box::pin(self.pooled(Request::from_parts(parts, body))).await,
+                            Lease::Vacant(lease) => {
+                                Box::pin(self.dedicated(lease, parts, extra)).await
+                            }
+                            _ => {
+                                let req = Request::from_parts(parts, body);
+                                Box::pin(self.pooled(req, extra)).await
+                            }
                         }
                     }
                     Err(e) => Err(e.into_io().into()),
@@ -272,24 +278,33 @@ impl Proxy {
         &self,
         lease: SlotLease,
         parts: http::request::Parts,
+        extra: &Extra,
     ) -> Result<Response<Body>, BoxError> {
         let target = &*self.target;
         if target.dedicated.load(Ordering::Relaxed) >= Self::MAX_DEDICATED {
             drop(lease);
             let req = Request::from_parts(parts, Body::empty());
-            return self.pooled(req).await;
+            return self.pooled(req, extra).await;
         }
         let io = target.connector.clone().call(target.origin.clone()).await?;
         let conn = h1::Connection::new(io.into_inner(), &target.dedicated);
-        let res = h1::send(conn, &parts, move |conn| lease.release(conn))
+        let res = h1::send(conn, &parts, extra, move |conn| lease.release(conn))
             .await
             .map_err(h1::SendError::into_io)?;
         Ok(res.map(Body::new))
     }
 
-    /// Through the shared pool, which wants the absolute URI.
-    async fn pooled(&self, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    /// Through the shared pool, which wants the absolute URI and the added headers in the map.
+    async fn pooled(
+        &self,
+        mut req: Request<Body>,
+        extra: &Extra,
+    ) -> Result<Response<Body>, BoxError> {
         let target = &*self.target;
+        let headers = req.headers_mut();
+        extra.each(|name, value| {
+            headers.insert(name.clone(), value.clone());
+        });
         let mut uri = std::mem::take(req.uri_mut()).into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
@@ -302,7 +317,7 @@ impl Proxy {
         &self,
         req: Request<Body>,
         downstream: Option<&Downstream>,
-    ) -> Result<Request<Body>, Response<Body>> {
+    ) -> Result<(Request<Body>, Extra), Response<Body>> {
         let (mut parts, body) = req.into_parts();
         let target = &*self.target;
         let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -321,18 +336,30 @@ impl Proxy {
         parts.uri = Uri::from(path_and_query);
 
         let headers = &mut parts.headers;
-        // Room for what is added below, so that the map grows once at most.
-        headers.reserve(12);
         let what = if target.forward_credential {
             Scrub::RequestKeepingCredential
         } else {
             Scrub::Request
         };
-        let Scrubbed { forwarded_for } = scrub(headers, what);
-        if let Some(host) = headers.insert(header::HOST, target.host.clone()) {
-            headers.insert(X_FORWARDED_HOST, host);
+        let seen = scrub(headers, what);
+        // What the gateway sets replaces what the client sent.
+        let forwarded_host = if seen.host {
+            let host = headers.remove(header::HOST);
+            if seen.forwarded_host {
+                headers.remove(X_FORWARDED_HOST);
+            }
+            host
+        } else {
+            None
+        };
+        if seen.forwarded_proto {
+            headers.remove(X_FORWARDED_PROTO);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let earlier = if seen.forwarded_for {
+            headers.remove(X_FORWARDED_FOR)
+        } else {
+            None
+        };
         let peer = match downstream {
             Some(d) => Some(d.0.peer.clone()),
             None => parts
@@ -340,33 +367,34 @@ impl Proxy {
                 .get::<ConnectInfo<SocketAddr>>()
                 .and_then(|ConnectInfo(peer)| HeaderValue::try_from(peer.ip().to_string()).ok()),
         };
-        if let Some(peer) = peer {
-            let value = if forwarded_for {
-                // Appended to what earlier proxies said.
-                headers
-                    .get(&X_FORWARDED_FOR)
-                    .and_then(|earlier| earlier.to_str().ok())
+        let forwarded_for = match (earlier, peer) {
+            // Appended to what earlier proxies said.
+            (Some(earlier), Some(peer)) => Some(
+                earlier
+                    .to_str()
+                    .ok()
                     .and_then(|earlier| {
                         let ip = peer.to_str().unwrap_or_default();
                         HeaderValue::try_from(format!("{earlier}, {ip}")).ok()
                     })
-                    .unwrap_or(peer)
-            } else {
-                peer
-            };
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+                    .unwrap_or(peer),
+            ),
+            (earlier, peer) => peer.or(earlier),
+        };
+        let mut extra = Extra {
+            host: target.host.clone(),
+            forwarded_host,
+            forwarded_for,
+            identity: None,
+            assertion: None,
+        };
         if let Some(principal) = parts.extensions.get::<Principal>() {
-            let fresh;
             let identity = match principal.derived(Identity::of) {
-                Some(identity) => identity,
+                Some(_) => IdentityOf::Derived(principal.clone()),
                 // The slot holds something else: make them for this request.
-                None => {
-                    fresh = Identity::of(principal);
-                    &fresh
-                }
+                None => IdentityOf::Fresh(Box::new(Identity::of(principal))),
             };
-            let Some(forwarded) = &identity.headers else {
+            if identity.get().headers.is_none() {
                 // A subject or org that cannot be a header value: refuse rather than forward a
                 // mangled identity.
                 let request_id = RequestId::from_headers(headers);
@@ -374,15 +402,65 @@ impl Proxy {
                     "the credential's identity cannot be forwarded",
                 )
                 .to_response(&target.realm, &request_id));
-            };
-            for (name, value) in forwarded {
-                headers.insert(name.clone(), value.clone());
             }
             if let Some(assertions) = &target.assertions {
-                headers.insert(ASSERTION, assertions.header_for(principal, &identity.key));
+                extra.assertion = Some(assertions.header_for(principal, &identity.get().key));
+            }
+            extra.identity = Some(identity);
+        }
+        Ok((Request::from_parts(parts, body), extra))
+    }
+}
+
+/// The headers the proxy adds to a request, kept out of its header map until it is sent: the
+/// pool inserts them, the `h1` path writes them after the request's own.
+struct Extra {
+    host: HeaderValue,
+    forwarded_host: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    identity: Option<IdentityOf>,
+    assertion: Option<HeaderValue>,
+}
+
+impl Extra {
+    fn each(&self, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        f(&header::HOST, &self.host);
+        if let Some(v) = &self.forwarded_host {
+            f(&X_FORWARDED_HOST, v);
+        }
+        f(&X_FORWARDED_PROTO, &HTTP);
+        if let Some(v) = &self.forwarded_for {
+            f(&X_FORWARDED_FOR, v);
+        }
+        if let Some(identity) = &self.identity
+            && let Some(headers) = &identity.get().headers
+        {
+            for (name, value) in headers {
+                f(name, value);
             }
         }
-        Ok(Request::from_parts(parts, body))
+        if let Some(v) = &self.assertion {
+            f(&ASSERTION, v);
+        }
+    }
+}
+
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// A principal's identity headers: kept with the principal, or made for this request.
+enum IdentityOf {
+    Derived(Principal),
+    Fresh(Box<Identity>),
+}
+
+impl IdentityOf {
+    fn get(&self) -> &Identity {
+        match self {
+            Self::Derived(p) => p
+                .derived(Identity::of)
+                .expect("derived when this was made, so kept"),
+            Self::Fresh(identity) => identity,
+        }
     }
 }
 
@@ -514,8 +592,12 @@ impl Identity {
     }
 }
 
-/// What [`scrub`] saw.
+/// Which headers the gateway sets itself [`scrub`] saw.
+#[derive(Default)]
 struct Scrubbed {
+    host: bool,
+    forwarded_host: bool,
+    forwarded_proto: bool,
     /// An `x-forwarded-for` from an earlier proxy.
     forwarded_for: bool,
 }
@@ -547,13 +629,19 @@ impl Scrub {
 /// `Authorization`, and costs no further lookups.
 fn scrub(headers: &mut HeaderMap, what: Scrub) -> Scrubbed {
     let mut authorization = false;
-    let mut forwarded_for = false;
+    let mut seen = Scrubbed::default();
     let mut others = false;
     for name in headers.keys() {
         if *name == header::AUTHORIZATION {
             authorization = true;
+        } else if *name == header::HOST {
+            seen.host = true;
         } else if *name == X_FORWARDED_FOR {
-            forwarded_for = true;
+            seen.forwarded_for = true;
+        } else if *name == X_FORWARDED_HOST {
+            seen.forwarded_host = true;
+        } else if *name == X_FORWARDED_PROTO {
+            seen.forwarded_proto = true;
         } else if what.doomed(name) {
             others = true;
         }
@@ -576,7 +664,7 @@ fn scrub(headers: &mut HeaderMap, what: Scrub) -> Scrubbed {
             headers.remove(name);
         }
     }
-    Scrubbed { forwarded_for }
+    seen
 }
 
 #[derive(Clone, Copy)]
