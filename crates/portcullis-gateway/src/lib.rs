@@ -90,6 +90,9 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartErro
         });
     }
     drop(listener);
+    // The connections hold their own clones; this one holds audit emitters that must be gone
+    // for the audit writer to finish.
+    drop(app);
     tracing::info!("stopped accepting; finishing requests in flight");
     graceful.shutdown().await;
     tracing::info!("writing what is pending");
