@@ -71,8 +71,8 @@ struct Config {
     path_param: Option<Box<str>>,
     /// The route the service serves, when its parameters are found by position.
     template: Option<Box<str>>,
-    /// Where `path_param` is in `template`: an index into the path split at `/`.
-    segment: Option<usize>,
+    /// Where `path_param` is in `template`.
+    segment: Option<Position>,
     header: Option<HeaderName>,
     realm: Box<str>,
 }
@@ -161,8 +161,9 @@ impl OrgContextLayer {
     ///
     /// # Panics
     ///
-    /// When the parameter is only part of a segment (`/orgs/{org}.json`) or follows a
-    /// catch-all: its position would not say where it is.
+    /// When the parameter is only part of a segment (`/orgs/{org}.json`): its position would
+    /// not say where it is. A catch-all before it ends the template (the parameter is not in
+    /// it); a catch-all named after it (`/orgs/{*org}`) names the rest of the path.
     pub fn path_template(mut self, template: &str) -> Self {
         let config = self.config_mut();
         config.template = Some(template.into());
@@ -219,18 +220,24 @@ impl Config {
             return;
         };
         let whole = format!("{{{param}}}");
+        let rest = format!("{{*{param}}}");
         for (i, segment) in template.split('/').enumerate() {
             if *segment == *whole {
-                self.segment = Some(i);
+                self.segment = Some(Position::Segment(i));
                 return;
             }
+            if *segment == *rest {
+                self.segment = Some(Position::Rest(i));
+                return;
+            }
+            if segment.starts_with("{*") {
+                // Another catch-all ends the template: the parameter is not in it.
+                return;
+            }
+            // `{{org}}` is an escaped, literal `{org}`.
             assert!(
-                !segment.contains(&*whole),
+                !segment.contains(&*whole) || segment.contains("{{"),
                 "OrgContextLayer::path_template: `{whole}` must be a whole segment of `{template}`"
-            );
-            assert!(
-                !segment.starts_with("{*"),
-                "OrgContextLayer::path_template: `{whole}` must not follow a catch-all in `{template}`"
             );
         }
     }
@@ -240,10 +247,13 @@ impl Config {
         if self.template.is_none() || self.path_param.is_none() {
             return Named::NotByTemplate;
         }
-        let Some(i) = self.segment else {
-            return Named::Nothing;
+        let raw = match self.segment {
+            None => return Named::Nothing,
+            Some(Position::Segment(i)) => path.split('/').nth(i),
+            // A catch-all names everything after its position, as axum's parameter does.
+            Some(Position::Rest(i)) => path.splitn(i + 1, '/').nth(i),
         };
-        match path.split('/').nth(i) {
+        match raw {
             Some(raw) => match percent_encoding::percent_decode_str(raw).decode_utf8() {
                 Ok(org) => Named::Org(org),
                 Err(_) => Named::Unreadable,
@@ -251,6 +261,15 @@ impl Config {
             None => Named::Unreadable,
         }
     }
+}
+
+/// Where a parameter is in a template: an index into the path split at `/`.
+#[derive(Clone, Copy, Debug)]
+enum Position {
+    /// That segment.
+    Segment(usize),
+    /// That segment and everything after it (a catch-all).
+    Rest(usize),
 }
 
 /// What a path names, found by position.

@@ -238,6 +238,39 @@ fn a_template_parameter_must_be_a_whole_segment() {
     let _ = OrgContextLayer::new().path_template("/orgs/{org}.json");
 }
 
+/// Catch-alls: another one ends the template; one named for the org names the rest of the
+/// path; an escaped `{{org}}` is literal.
+#[tokio::test]
+async fn org_context_by_path_template_with_catch_alls() {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let alice = principal(Some("org_a"), &[]);
+    let status = |template: &'static str, path: &'static str| {
+        let svc = OrgContextLayer::new()
+            .path_template(template)
+            .layer(echo_org(reached.clone()));
+        let mut req = Request::get(path).body(Full::default()).unwrap();
+        req.extensions_mut().insert(alice.clone());
+        async move { svc.oneshot(req).await.unwrap().status() }
+    };
+    assert_eq!(
+        status("/api/{*rest}", "/api/orgs/org_b/x").await,
+        StatusCode::OK
+    );
+    assert_eq!(status("/orgs/{*org}", "/orgs/org_a").await, StatusCode::OK);
+    assert_eq!(
+        status("/orgs/{*org}", "/orgs/org_a/x").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status("/lit/{{org}}/{org}", "/lit/{org}/org_a").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status("/lit/{{org}}/{org}", "/lit/{org}/org_b").await,
+        StatusCode::FORBIDDEN
+    );
+}
+
 async fn scope_status(
     layer: RequireScopesLayer,
     p: Principal,

@@ -125,6 +125,14 @@ pub fn validate_routes(
         if raw.path.contains(['?', '#', ' ']) || raw.path.contains("//") {
             return Err(err("the path must be a plain path pattern".into()));
         }
+        // The org check finds `{org}` by its position (OrgContextLayer::path_template).
+        if raw
+            .path
+            .split('/')
+            .any(|s| s.contains("{org}") && s != "{org}" && !s.contains("{{"))
+        {
+            return Err(err("`{org}` must be a whole path segment".into()));
+        }
         let methods = match raw.methods {
             None => None,
             Some(list) if list.is_empty() => {
@@ -291,6 +299,7 @@ mod tests {
                 "public",
             ),
             ("path = \"/healthz\"", "serves this path itself"),
+            ("path = \"/orgs/{org}.json\"", "whole path segment"),
             ("path = \"/api/v1/api-keys\"", "serves this path itself"),
             (
                 "path = \"/a\"\nmatch = \"some\"\nscopes = [\"comps:read\"]",

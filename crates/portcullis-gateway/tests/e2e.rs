@@ -72,6 +72,16 @@ async fn the_policy_is_enforced(db: Db, name: &str) {
         "the credential is not forwarded"
     );
     assert_eq!(seen.get_all("x-portcullis-subject").iter().count(), 1);
+
+    // A protected catch-all route.
+    let res = http
+        .get(format!("{}/api/v1/docs/guides/setup.md", gw.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["path"], "/api/v1/docs/guides/setup.md");
     let forwarded = upstream.requests();
 
     // Refusals never reach the upstream.

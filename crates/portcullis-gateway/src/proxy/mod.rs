@@ -332,6 +332,7 @@ impl Proxy {
                 .parse()
                 .expect("a base path and a valid path make a valid path")
         };
+        let authority = parts.uri.authority().cloned();
         // Origin form; the pool makes it absolute.
         parts.uri = Uri::from(path_and_query);
 
@@ -342,16 +343,16 @@ impl Proxy {
             Scrub::Request
         };
         let seen = scrub(headers, what);
-        // What the gateway sets replaces what the client sent.
+        // What the gateway sets replaces what the client sent. The host the client asked for:
+        // its Host header, else (HTTP/2) the authority of its URI.
         let forwarded_host = if seen.host {
-            let host = headers.remove(header::HOST);
-            if seen.forwarded_host {
-                headers.remove(X_FORWARDED_HOST);
-            }
-            host
+            headers.remove(header::HOST)
         } else {
-            None
+            authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         };
+        if seen.forwarded_host {
+            headers.remove(X_FORWARDED_HOST);
+        }
         if seen.forwarded_proto {
             headers.remove(X_FORWARDED_PROTO);
         }
@@ -915,6 +916,66 @@ mod tests {
         *post.method_mut() = http::Method::POST;
         assert_eq!(answer(&proxy, post).await.0, StatusCode::OK);
         assert_eq!(connections.load(Ordering::SeqCst), 4);
+    }
+
+    /// An upstream that answers each request with its head, on one connection per request.
+    async fn echoing_upstream() -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut io, _) = listener.accept().await.unwrap();
+                let mut seen = Vec::new();
+                let mut buf = [0; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    seen.len()
+                );
+                let _ = io.write_all(head.as_bytes()).await;
+                let _ = io.write_all(&seen).await;
+            }
+        });
+        url.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_forwarded_host_is_the_one_the_client_asked_for_or_none() {
+        let url = echoing_upstream().await;
+        let proxy = Proxy::new(&url, Duration::from_secs(5), false);
+        let a = client(1001);
+        let sent = |host: Option<&'static str>, uri: &'static str| {
+            let mut req = request(uri, &a);
+            if let Some(host) = host {
+                req.headers_mut()
+                    .insert(header::HOST, HeaderValue::from_static(host));
+            }
+            req.headers_mut()
+                .insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+            req
+        };
+        let head = |body: Bytes| String::from_utf8(body.to_vec()).unwrap().to_lowercase();
+        let (_, body) = answer(&proxy, sent(Some("gw.example"), "/x")).await;
+        assert!(
+            head(body.clone()).contains("x-forwarded-host: gw.example\r\n"),
+            "{body:?}"
+        );
+        // HTTP/2: no Host header, the authority in the URI.
+        let (_, body) = answer(&proxy, sent(None, "http://gw2.example/x")).await;
+        assert!(
+            head(body.clone()).contains("x-forwarded-host: gw2.example\r\n"),
+            "{body:?}"
+        );
+        // Neither: the client's own claim is not passed on.
+        let (_, body) = answer(&proxy, sent(None, "/x")).await;
+        assert!(!head(body.clone()).contains("x-forwarded-host"), "{body:?}");
+        assert!(!head(body).contains("evil"));
     }
 
     #[test]

@@ -61,6 +61,11 @@ scopes = ["comps:read"]
 path = "/public/status"
 methods = ["GET"]
 public = true
+
+[[routes]]
+path = "/api/v1/docs/{*path}"
+methods = ["GET"]
+scopes = ["comps:read"]
 "#;
 
 /// An identity provider: an RS256 key served as JWKS.
