@@ -1,5 +1,10 @@
 //! The policy's routes, dispatched without axum's router.
 //!
+//! A path with a dot-segment (`.`, `..`, also percent-encoded) or an encoded `/` or `\` matches
+//! no route: the upstream might resolve it to another path than the one the policy checked (the
+//! org of `/orgs/org_a/../org_b/x` is org_a here, org_b there). It is authenticated and refused
+//! (403 `forbidden`), as any path no route allows.
+//!
 //! Every forwarded request takes this path, so it is kept short: one `matchit` lookup, then the
 //! route's tower stack, whose type is known here (no boxed service to clone, no boxed future,
 //! no path parameters to collect: [`OrgContextLayer::path_template`] finds the `{org}` segment
@@ -78,13 +83,16 @@ struct Inner {
     matcher: matchit::Router<usize>,
     paths: Vec<PathRoutes>,
     rest: Router,
+    refused: Refused,
 }
 
 impl Routes {
-    /// `paths` by their templates, and `rest` for every path they do not match.
+    /// `paths` by their templates, `rest` for every path they do not match, and `refused` for
+    /// ambiguous paths.
     pub(crate) fn new(
         paths: Vec<(String, PathRoutes)>,
         rest: Router,
+        refused: Refused,
     ) -> Result<Self, matchit::InsertError> {
         let mut matcher = matchit::Router::new();
         // The gateway's own paths stay the axum router's, also where a policy parameter or
@@ -101,6 +109,7 @@ impl Routes {
             matcher,
             paths: routes,
             rest,
+            refused,
         })))
     }
 }
@@ -124,6 +133,9 @@ impl Service<Request<Body>> for Routes {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let inner = &*self.0;
+        if ambiguous(req.uri().path()) {
+            return EitherFuture::Left(EitherFuture::Right(inner.refused.clone().oneshot(req)));
+        }
         let path = match inner.matcher.at(req.uri().path()) {
             Ok(matched) if *matched.value != REST => &inner.paths[*matched.value],
             _ => return EitherFuture::Right(inner.rest.clone().oneshot(req)),
@@ -138,6 +150,24 @@ impl Service<Request<Body>> for Routes {
             RouteStack::Refused(stack) => EitherFuture::Right(stack.clone().oneshot(req)),
         })
     }
+}
+
+/// Whether `path` has a dot-segment or an encoded `/` or `\\`: what an upstream might read as
+/// another path.
+fn ambiguous(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'.' | b'%')) {
+        return false;
+    }
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    });
+    encoded_separator
+        || path.split('/').any(|segment| {
+            let decoded = percent_encoding::percent_decode_str(segment);
+            let decoded: std::borrow::Cow<'_, [u8]> = decoded.into();
+            &*decoded == b"." || &*decoded == b".."
+        })
 }
 
 /// The service behind authentication when no route allows a request: 403 `forbidden`,
@@ -183,6 +213,19 @@ mod tests {
 
     use super::*;
 
+    /// What an unrouted request meets: authentication (API keys over an empty store, no JWT
+    /// issuer), then 403. Without a credential: 401.
+    async fn refused(dir: &std::path::Path) -> Refused {
+        use portcullis_apikey::{ApiKeyVerifier, KeyFormat, KeyHasher, SqlStore};
+        use tower::Layer;
+        let url = format!("sqlite://{}", dir.join("keys.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        let hasher = KeyHasher::new(1, &[7; 32]).unwrap();
+        let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher, store);
+        let credentials: Arc<Credentials> = Arc::new((keys, None));
+        portcullis_authn::AuthenticateLayer::new(credentials).layer(NoRoute::new("portcullis"))
+    }
+
     /// A proxy to a port nothing listens on: reaching it answers 502.
     fn unreachable() -> Proxy {
         let url = "http://127.0.0.1:9".parse().unwrap();
@@ -210,12 +253,14 @@ mod tests {
                 .collect(),
             otherwise: RouteStack::Public(unreachable()),
         };
+        let dir = tempfile::tempdir().unwrap();
         let routes = Routes::new(
             vec![
                 ("/{*anything}".to_owned(), public(vec![])),
                 ("/only-get".to_owned(), public(vec![Method::GET])),
             ],
             rest,
+            refused(dir.path()).await,
         )
         .unwrap();
         assert_eq!(status(&routes, Method::GET, "/healthz").await, 200);
@@ -227,6 +272,42 @@ mod tests {
         );
         assert_eq!(status(&routes, Method::GET, "/somewhere/else").await, 502);
         assert_eq!(status(&routes, Method::HEAD, "/only-get").await, 502);
+
+        // Paths an upstream might read as others match no route, not even the catch-all:
+        // authentication first (401 without a credential), then 403.
+        for path in [
+            "/orgs/org_a/../org_b/x",
+            "/orgs/org_a/%2e%2E/org_b/x",
+            "/orgs/./x",
+            "/orgs/org_a%2Forg_b",
+            "/orgs/org_a%5corg_b",
+            "/..",
+        ] {
+            assert_eq!(status(&routes, Method::GET, path).await, 401, "{path}");
+        }
+        // Dots inside a segment are fine.
+        assert_eq!(
+            status(&routes, Method::GET, "/files/v1.2/.hidden").await,
+            502
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths() {
+        for path in ["/a/../b", "/a/%2E%2e", "/a/.", "/a%2fb", "/a%5Cb", "/%2e/b"] {
+            assert!(ambiguous(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b",
+            "/a/.b",
+            "/a/b..",
+            "/v1.2",
+            "/a%20b",
+            "/a/%2e%2ex",
+        ] {
+            assert!(!ambiguous(path), "{path}");
+        }
     }
 
     #[test]

@@ -365,7 +365,7 @@ fn compose(
         .map_err(|e| StartError(format!("PORTCULLIS_CLERK_WEBHOOK_SECRET: {e}")))?;
         router = router.merge(receiver);
     }
-    let routes = Routes::new(paths, router.fallback_service(refused))
+    let routes = Routes::new(paths, router.fallback_service(refused.clone()), refused)
         .map_err(|e| StartError(format!("routes: {e}")))?;
     Ok(AuditLayer::new(stores.auditor.clone())
         .level(config.audit_level)
