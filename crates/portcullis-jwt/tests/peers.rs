@@ -11,38 +11,19 @@ use portcullis_jwt::{Issuer, JwtVerifier};
 use serde_json::{Value, json};
 use support::*;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
 use tower::ServiceExt;
 
 fn peers() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
-    assert!(
-        dir.join("node_modules").is_dir(),
-        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
-    );
-    dir
+    portcullis_test_support::node_peers()
 }
 
 /// Ask `mint.mjs` for a fresh key pair and a token signed with it.
 async fn mint(alg: &str, claims: &Value) -> (Value, String) {
-    let mut child = Command::new("node")
-        .arg(peers().join("mint.mjs"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs");
     let request = json!({"alg": alg, "kid": format!("jose-{alg}"), "claims": claims});
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(request.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "mint.mjs failed");
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = portcullis_test_support::node_peer("mint.mjs", &request).await;
     (
         answer["jwks"].clone(),
         answer["token"].as_str().unwrap().to_owned(),

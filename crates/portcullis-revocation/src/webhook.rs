@@ -189,9 +189,6 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             tracing::error!(target: "portcullis::audit", "a webhook event could not be audited");
         })
     };
-    let failed = |e: portcullis_apikey::StoreError| {
-        tracing::warn!(target: "portcullis::webhook", error = %e, "revocation store unavailable");
-    };
     match envelope.kind.as_str() {
         "session.created" => {
             let mut e = event("session.started", text(data, &["user_id"]));
@@ -208,22 +205,22 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             e.target = None;
             e = e.target("session", sid);
             record(e).await?;
-            store
-                .revoke(Target::Session(sid.to_owned()), None, &envelope.kind)
-                .await
-                .map(drop)
-                .map_err(failed)
+            applied(
+                store
+                    .revoke(Target::Session(sid.to_owned()), None, &envelope.kind)
+                    .await,
+            )
         }
         "user.deleted" => {
             let Some(user) = text(data, &["id"]) else {
                 return Ok(());
             };
             record(event("user.deactivated", Some(user))).await?;
-            store
-                .revoke(Target::User(user.to_owned()), None, "user.deleted")
-                .await
-                .map(drop)
-                .map_err(failed)
+            applied(
+                store
+                    .revoke(Target::User(user.to_owned()), None, "user.deleted")
+                    .await,
+            )
         }
         "user.updated" => {
             let Some(user) = text(data, &["id"]) else {
@@ -232,18 +229,15 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             let banned = data.get("banned").and_then(Value::as_bool).unwrap_or(false);
             let locked = data.get("locked").and_then(Value::as_bool).unwrap_or(false);
             if banned || locked {
+                let reason = if banned { "user.banned" } else { "user.locked" };
                 let mut e = event("user.deactivated", Some(user));
-                e.reason = Some(if banned { "user.banned" } else { "user.locked" }.into());
+                e.reason = Some(reason.into());
                 record(e).await?;
-                store
-                    .revoke(
-                        Target::User(user.to_owned()),
-                        None,
-                        if banned { "user.banned" } else { "user.locked" },
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(failed)
+                applied(
+                    store
+                        .revoke(Target::User(user.to_owned()), None, reason)
+                        .await,
+                )
             } else {
                 let target = Target::User(user.to_owned());
                 // Only a ban or a lock is lifted; a deleted user stays refused.
@@ -253,7 +247,7 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
                     .is_some_and(|r| r.reason != "user.deleted");
                 if banned_before {
                     record(event("user.reactivated", Some(user))).await?;
-                    store.lift(&target).await.map(drop).map_err(failed)?;
+                    applied(store.lift(&target).await)?;
                 }
                 Ok(())
             }
@@ -266,26 +260,26 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
                 return Ok(());
             };
             let before = store.remove_member(user, org).await.map_err(failed)?;
-            let mut e = event("membership.removed", Some(user));
-            e.org_id = portcullis_core::OrgId::new(org).ok();
-            e.change = Some(AuditChange {
-                field: "org_role".into(),
-                before: before.or_else(|| text(data, &["role"]).map(role)),
-                after: None,
-            });
-            record(e).await?;
-            store
-                .revoke(
-                    Target::Membership {
-                        user: user.to_owned(),
-                        org: org.to_owned(),
-                    },
-                    None,
-                    &envelope.kind,
-                )
-                .await
-                .map(drop)
-                .map_err(failed)
+            let before = before.or_else(|| text(data, &["role"]).map(role));
+            record(role_change(
+                event("membership.removed", Some(user)),
+                org,
+                before,
+                None,
+            ))
+            .await?;
+            applied(
+                store
+                    .revoke(
+                        Target::Membership {
+                            user: user.to_owned(),
+                            org: org.to_owned(),
+                        },
+                        None,
+                        &envelope.kind,
+                    )
+                    .await,
+            )
         }
         "organizationMembership.created" | "organizationMembership.updated" => {
             let (Some(user), Some(org), Some(new_role)) = (
@@ -300,31 +294,50 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
                 .set_role(user, org, &new_role, at)
                 .await
                 .map_err(failed)?;
-            let mut e = event("membership.role_changed", Some(user));
-            e.org_id = portcullis_core::OrgId::new(org).ok();
-            e.change = Some(AuditChange {
-                field: "org_role".into(),
-                before,
-                after: Some(new_role),
-            });
-            record(e).await?;
+            let e = event("membership.role_changed", Some(user));
+            record(role_change(e, org, before, Some(new_role))).await?;
             // Tokens issued up to the second of the change may carry the old role.
-            store
-                .revoke(
-                    Target::Membership {
-                        user: user.to_owned(),
-                        org: org.to_owned(),
-                    },
-                    Some(at + 1),
-                    "role_changed",
-                )
-                .await
-                .map(drop)
-                .map_err(failed)
+            applied(
+                store
+                    .revoke(
+                        Target::Membership {
+                            user: user.to_owned(),
+                            org: org.to_owned(),
+                        },
+                        Some(at + 1),
+                        "role_changed",
+                    )
+                    .await,
+            )
         }
         other => {
             tracing::debug!(target: "portcullis::webhook", kind = other, "webhook event ignored");
             Ok(())
         }
     }
+}
+
+/// A store change done, or logged as failed (the delivery is then answered 503 and retried).
+fn applied<T>(result: Result<T, portcullis_apikey::StoreError>) -> Result<(), ()> {
+    result.map(drop).map_err(failed)
+}
+
+fn failed(e: portcullis_apikey::StoreError) {
+    tracing::warn!(target: "portcullis::webhook", error = %e, "revocation store unavailable");
+}
+
+/// `event` in `org`, with the member's role before and after.
+fn role_change(
+    mut event: AuditEvent,
+    org: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> AuditEvent {
+    event.org_id = portcullis_core::OrgId::new(org).ok();
+    event.change = Some(AuditChange {
+        field: "org_role".into(),
+        before,
+        after,
+    });
+    event
 }

@@ -40,3 +40,35 @@ pub async fn pg_schema(name: &str) -> String {
     fresh_schema(&schema).await;
     schema_url(PG, &schema)
 }
+
+/// The Node.js peers of `tests/peers` (node `jose`, `oidc-provider`, `svix`), installed by
+/// `tests/peers/install.sh`, which the test command runs.
+pub fn node_peers() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+    assert!(
+        dir.join("node_modules/.package-lock.sha256").exists(),
+        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
+    );
+    dir
+}
+
+/// Run one of the Node.js peers: one JSON request on stdin, one JSON answer on stdout.
+pub async fn node_peer(script: &str, request: &serde_json::Value) -> serde_json::Value {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("node")
+        .arg(node_peers().join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .expect("the peer reads its request");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("the peer ends");
+    assert!(out.status.success(), "{script} failed");
+    serde_json::from_slice(&out.stdout).expect("the peer answers JSON")
+}

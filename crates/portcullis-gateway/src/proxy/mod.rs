@@ -868,9 +868,24 @@ mod tests {
         assert_eq!(upstream.connections(), 2);
     }
 
+    /// The next request head a raw test upstream reads (up to its empty line); `None` when the
+    /// connection ends first.
+    pub(super) async fn read_head(io: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut seen = Vec::new();
+        let mut buf = [0; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        Some(seen)
+    }
+
     /// An upstream that answers one request per connection, then closes it without saying so.
     async fn closing_upstream() -> (url::Url, Arc<AtomicUsize>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
@@ -879,14 +894,7 @@ mod tests {
             loop {
                 let (mut io, _) = listener.accept().await.unwrap();
                 counted.fetch_add(1, Ordering::SeqCst);
-                let mut seen = Vec::new();
-                let mut buf = [0; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match io.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let _ = read_head(&mut io).await;
                 let _ = io
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
@@ -920,20 +928,13 @@ mod tests {
 
     /// An upstream that answers each request with its head, on one connection per request.
     async fn echoing_upstream() -> url::Url {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             loop {
                 let (mut io, _) = listener.accept().await.unwrap();
-                let mut seen = Vec::new();
-                let mut buf = [0; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match io.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let seen = read_head(&mut io).await.unwrap_or_default();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     seen.len()

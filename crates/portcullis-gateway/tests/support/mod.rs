@@ -428,29 +428,7 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Run one of the Node.js peers in `tests/peers`: one JSON request on stdin, one JSON answer.
-pub async fn node_peer(script: &str, request: &Value) -> Value {
-    use tokio::io::AsyncWriteExt;
-    let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
-    assert!(
-        peers.join("node_modules/.package-lock.sha256").exists(),
-        "the node peers are not installed: run tests/peers/install.sh (the test command does)"
-    );
-    let mut child = Command::new("node")
-        .arg(peers.join(script))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(request.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+pub use portcullis_test_support::node_peer;
 
 /// Sign webhook messages with Svix's own JavaScript library: (id, timestamp, payload) → the
 /// `svix-signature` of each.
