@@ -94,8 +94,8 @@ impl KeyFormat {
         key.push_str(SECRET_KEY);
         key.push('_');
         key.push_str(&base62(&body, BODY_LEN));
-        let crc = crc32fast::hash(key.as_bytes());
-        key.push_str(&base62(&crc.to_be_bytes(), CHECKSUM_LEN));
+        let checksum = checksum(key.as_bytes());
+        key.push_str(std::str::from_utf8(&checksum).expect("base62 is ASCII"));
         PlaintextKey(key.into_boxed_str())
     }
 
@@ -121,9 +121,8 @@ impl KeyFormat {
         if !expected_head || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(MalformedKey(()));
         }
-        let (signed, checksum) = s.split_at(s.len() - CHECKSUM_LEN);
-        let crc = crc32fast::hash(signed.as_bytes());
-        if base62(&crc.to_be_bytes(), CHECKSUM_LEN) != checksum {
+        let (signed, sum) = s.split_at(s.len() - CHECKSUM_LEN);
+        if checksum(signed.as_bytes()) != sum.as_bytes() {
             return Err(MalformedKey(()));
         }
         Ok(ParsedKey { key: s, head_len })
@@ -190,6 +189,18 @@ impl fmt::Display for MalformedKey {
 
 impl std::error::Error for MalformedKey {}
 
+/// The CRC32 of `signed` in base62, left-padded with `0` (what `base62` makes of its four
+/// big-endian bytes), without allocating: it is checked on every request.
+fn checksum(signed: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(signed);
+    let mut digits = [b'0'; CHECKSUM_LEN];
+    for slot in digits.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    digits
+}
+
 /// `bytes` as a big-endian number in base62, left-padded with `0` to `len` characters.
 fn base62(bytes: &[u8], len: usize) -> String {
     let mut n = bytes.to_vec();
@@ -217,6 +228,17 @@ mod tests {
         assert_eq!(base62(&[0, 0, 0, 62], 6), "000010");
         assert_eq!(base62(&u32::MAX.to_be_bytes(), 6), "4gfFC3");
         assert_eq!(base62(&[0xff; 32], BODY_LEN).len(), BODY_LEN);
+    }
+
+    #[test]
+    fn checksum_is_the_base62_of_the_crc() {
+        for signed in [&b""[..], b"pc_sk_", b"acme_sk_0123456789", &[0xff; 64]] {
+            let crc = crc32fast::hash(signed);
+            assert_eq!(
+                &checksum(signed)[..],
+                base62(&crc.to_be_bytes(), CHECKSUM_LEN).as_bytes()
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! Verifying keys: format and checksum first, then one HMAC, then a moka cache in front of the
-//! store.
+//! Verifying keys: format and checksum first, then one HMAC, then a cache in front of the store.
 
 use std::{
     fmt,
@@ -10,8 +9,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use futures_util::FutureExt;
-use moka::Expiry;
 use portcullis_core::{
     AuthError, CredentialId, OrgId, OrgMembership, Principal, PrincipalKind, ScopeSet,
     Verification, VerifyCredential,
@@ -29,11 +26,14 @@ const INVALID: AuthError = AuthError::invalid_token("the API key is invalid");
 ///
 /// - A credential that is not of the [`KeyFormat`] (shape, prefix, checksum) is refused before
 ///   any hashing or I/O.
-/// - A well-formed key is hashed once (HMAC-SHA256 with the server secret) and looked up in a
-///   moka cache by digest; concurrent loads of one key are merged into one store query.
+/// - A well-formed key is hashed once (HMAC-SHA256 with the server secret) and looked up by
+///   digest in a cache ([`quick_cache`](https://docs.rs/quick_cache): sharded, read-locked only
+///   briefly, no background work on the request path); concurrent loads of one key are merged
+///   into one store query, and a failed load answers everyone who waited for it.
 /// - Entries are fresh for 15 s, then reloaded. While the store is down, a key seen within the
 ///   stale window (5 min) keeps working — never one that was revoked or evicted — and an unknown
-///   key gets 503. Unknown keys that passed the checksum are remembered for 30 s.
+///   key gets 503. Unknown keys that passed the checksum are remembered for 30 s. The cache holds
+///   at most [`capacity`](ApiKeyVerifierBuilder::capacity) keys.
 /// - Expiry is checked at request time. [`ApiKeyVerifier::revoke`] takes effect on the very next
 ///   request in this process: the key is evicted, and a load that started before the eviction
 ///   cannot put it back.
@@ -46,7 +46,7 @@ struct Inner {
     format: KeyFormat,
     hasher: KeyHasher,
     store: Arc<dyn KeyStore>,
-    cache: moka::future::Cache<Digest, Arc<Entry>>,
+    cache: quick_cache::sync::Cache<Digest, Arc<Entry>>,
     /// Bumped on every eviction.
     generation: AtomicU64,
     /// The generation at which a digest was last evicted.
@@ -66,6 +66,9 @@ struct Entry {
     found: Option<(ApiKeyRecord, Principal, Arc<UseMark>)>,
     loaded_at: Instant,
     generation: u64,
+    /// The store failed: not a load but the answer to the requests that waited for one, with
+    /// the entry it was to replace.
+    failed: Option<Option<Arc<Self>>>,
 }
 
 /// When a key was last used (Unix seconds rounded down to the minute), and what was written.
@@ -74,21 +77,6 @@ struct Entry {
 struct UseMark {
     used: AtomicI64,
     flushed: AtomicI64,
-}
-
-struct Lifetimes {
-    stale: Duration,
-    negative: Duration,
-}
-
-impl Expiry<Digest, Arc<Entry>> for Lifetimes {
-    fn expire_after_create(&self, _: &Digest, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(if entry.found.is_some() {
-            self.stale
-        } else {
-            self.negative
-        })
-    }
 }
 
 /// A new key: its record, and the plaintext to show its owner this once.
@@ -343,7 +331,7 @@ impl ApiKeyVerifier {
         let inner = &self.0;
         let generation = inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
         inner.evicted.insert(*digest, generation);
-        inner.cache.invalidate(digest).await;
+        inner.cache.remove(digest);
     }
 
     /// Forget everything cached (after losing the revocation feed, for example).
@@ -351,11 +339,35 @@ impl ApiKeyVerifier {
         let inner = &self.0;
         let generation = inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
         inner.all_evicted.store(generation, Ordering::Release);
-        inner.cache.invalidate_all();
+        inner.cache.clear();
     }
 }
 
+/// What a cached entry is good for.
+enum Usable {
+    /// The answer.
+    Fresh,
+    /// To reload, and the answer while the store is down.
+    Stale,
+    /// Nothing: load.
+    No,
+}
+
 impl Inner {
+    /// What the cached `entry` of `digest` is good for now.
+    fn usable(&self, digest: &Digest, entry: &Entry) -> Usable {
+        if entry.failed.is_some() || self.outdated(digest, entry) {
+            return Usable::No;
+        }
+        let age = entry.loaded_at.elapsed();
+        match &entry.found {
+            Some(_) if age < self.fresh => Usable::Fresh,
+            Some(_) if age < self.stale => Usable::Stale,
+            None if age < self.negative => Usable::Fresh,
+            _ => Usable::No,
+        }
+    }
+
     /// Whether `entry` was loaded before its digest (or everything) was evicted.
     fn outdated(&self, digest: &Digest, entry: &Entry) -> bool {
         entry.generation < self.generation.load(Ordering::Acquire)
@@ -415,44 +427,83 @@ impl Inner {
             }),
             loaded_at: Instant::now(),
             generation,
+            failed: None,
         })
     }
 
-    /// Load `digest` through the cache, merging concurrent loads; fall back to `stale` when the
-    /// store fails.
+    /// Load `digest` into the cache, merging concurrent loads; fall back to `stale` (the entry
+    /// found, too old to use without asking the store) when the store fails.
     async fn load(
         self: Arc<Self>,
         digest: Digest,
         plaintext: Box<str>,
         stale: Option<Arc<Entry>>,
     ) -> Result<Principal, AuthError> {
-        for _ in 0..2 {
-            let loaded = self
-                .cache
-                .try_get_with(digest, async {
-                    self.fetch(&digest, &plaintext).await.map(Arc::new)
-                })
-                .await;
-            match loaded {
-                Ok(entry) if self.outdated(&digest, &entry) => {
-                    self.cache.invalidate(&digest).await;
+        if let Some(old) = &stale {
+            // Make way for the reload (unless another request already did).
+            self.cache.remove_if(&digest, |e| Arc::ptr_eq(e, old));
+        }
+        for _ in 0..3 {
+            let guard = match self.cache.get_value_or_guard_async(&digest).await {
+                Ok(entry) => match (&entry.failed, self.usable(&digest, &entry)) {
+                    // The load this request waited for failed.
+                    (Some(replaced), _) => {
+                        return self.fall_back(&digest, stale.as_ref().or(replaced.as_ref()));
+                    }
+                    // Evicted or expired since: load again.
+                    (None, Usable::No) => {
+                        self.cache.remove_if(&digest, |e| Arc::ptr_eq(e, &entry));
+                        continue;
+                    }
+                    // Loaded by another request meanwhile.
+                    (None, Usable::Fresh | Usable::Stale) => return Self::decide(&entry),
+                },
+                Err(guard) => guard,
+            };
+            match self.fetch(&digest, &plaintext).await {
+                // Evicted while loading: the waiters load again.
+                Ok(entry) if self.outdated(&digest, &entry) => drop(guard),
+                Ok(entry) => {
+                    let entry = Arc::new(entry);
+                    let _ = guard.insert(entry.clone());
+                    return Self::decide(&entry);
                 }
-                Ok(entry) => return Self::decide(&entry),
                 Err(e) => {
                     tracing::warn!(target: "portcullis::api_keys", error = %e, "key store unavailable");
-                    return match stale {
-                        Some(entry)
-                            if entry.loaded_at.elapsed() < self.stale
-                                && !self.outdated(&digest, &entry) =>
-                        {
-                            Self::decide(&entry)
-                        }
-                        _ => Err(AuthError::unavailable("key store")),
-                    };
+                    // Answer the requests that waited, then forget the failure: the next
+                    // request asks the store again.
+                    let failed = Arc::new(Entry {
+                        found: None,
+                        loaded_at: Instant::now(),
+                        generation: 0,
+                        failed: Some(stale.clone()),
+                    });
+                    let _ = guard.insert(failed.clone());
+                    self.cache.remove_if(&digest, |e| Arc::ptr_eq(e, &failed));
+                    return self.fall_back(&digest, stale.as_ref());
                 }
             }
         }
         Err(AuthError::unavailable("key store"))
+    }
+
+    /// The answer while the store is down: a key seen within the stale window, unless evicted
+    /// since; 503 for any other.
+    fn fall_back(
+        &self,
+        digest: &Digest,
+        stale: Option<&Arc<Entry>>,
+    ) -> Result<Principal, AuthError> {
+        match stale {
+            Some(entry)
+                if entry.found.is_some()
+                    && entry.loaded_at.elapsed() < self.stale
+                    && !self.outdated(digest, entry) =>
+            {
+                Self::decide(entry)
+            }
+            _ => Err(AuthError::unavailable("key store")),
+        }
     }
 }
 
@@ -463,31 +514,18 @@ impl VerifyCredential for ApiKeyVerifier {
             return Verification::Ready(Err(INVALID));
         };
         let digest = inner.hasher.digest(key.expose());
-        // A cached entry is answered without a future: moka's `get` completes at once.
-        let cached = inner.cache.get(&digest).now_or_never().flatten();
-        let stale = match cached {
-            Some(entry) if !inner.outdated(&digest, &entry) => {
-                if entry.loaded_at.elapsed() < inner.fresh {
-                    return Verification::Ready(Inner::decide(&entry));
-                }
-                Some(entry)
-            }
-            _ => None,
+        let stale = match inner.cache.get(&digest) {
+            Some(entry) => match inner.usable(&digest, &entry) {
+                Usable::Fresh => return Verification::Ready(Inner::decide(&entry)),
+                Usable::Stale => Some(entry),
+                Usable::No => None,
+            },
+            None => None,
         };
-        if stale.is_some() {
-            // Reload: drop the entry so that the load below (merged with any concurrent one)
-            // goes to the store.
-            let inner = inner.clone();
-            let plaintext: Box<str> = key.expose().into();
-            return Verification::Pending(Box::pin(async move {
-                inner.cache.invalidate(&digest).await;
-                inner.load(digest, plaintext, stale).await
-            }));
-        }
         Verification::Pending(Box::pin(inner.clone().load(
             digest,
             key.expose().into(),
-            None,
+            stale,
         )))
     }
 
@@ -602,13 +640,17 @@ impl ApiKeyVerifierBuilder {
     pub fn build(self) -> ApiKeyVerifier {
         let stale = self.stale.max(self.fresh);
         ApiKeyVerifier(Arc::new(Inner {
-            cache: moka::future::Cache::builder()
-                .max_capacity(self.capacity)
-                .expire_after(Lifetimes {
-                    stale,
-                    negative: self.negative,
-                })
-                .build(),
+            cache: {
+                // The table grows with use: a large capacity reserves nothing up front.
+                let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
+                quick_cache::sync::Cache::with(
+                    capacity.min(4096),
+                    self.capacity,
+                    quick_cache::UnitWeighter,
+                    quick_cache::DefaultHashBuilder::default(),
+                    quick_cache::sync::DefaultLifecycle::default(),
+                )
+            },
             evicted: moka::sync::Cache::builder()
                 .time_to_live(stale + self.fresh)
                 .build(),

@@ -29,7 +29,7 @@ struct Probe<S> {
     finds: AtomicUsize,
     touches: AtomicUsize,
     down: AtomicBool,
-    /// Answer a lookup only after this many milliseconds (the row is read first).
+    /// Answer a lookup (or fail it) only after this many milliseconds (the row is read first).
     stall_ms: AtomicUsize,
 }
 
@@ -62,8 +62,10 @@ impl<S: KeyStore> KeyStore for Probe<S> {
     ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
         self.finds.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            self.check()?;
-            let found = self.inner.find(d).await;
+            let found = match self.check() {
+                Ok(()) => self.inner.find(d).await,
+                Err(e) => Err(e),
+            };
             let stall = self.stall_ms.load(Ordering::SeqCst);
             if stall > 0 {
                 tokio::time::sleep(Duration::from_millis(stall as u64)).await;
@@ -407,6 +409,55 @@ async fn concurrent_first_uses_share_one_query() {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(probe.finds(), 1, "concurrent loads of one key are merged");
+}
+
+#[tokio::test]
+async fn concurrent_uses_during_an_outage_share_one_failed_query() {
+    let probe = Probe::new(MemoryStore::new());
+    let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
+    let created = keys
+        .create(
+            &org("org_a"),
+            "a",
+            ScopeSet::parse(["comps:read"]).unwrap(),
+            "u",
+            1,
+        )
+        .await
+        .unwrap();
+    let app = app(keys);
+    probe.down.store(true, Ordering::SeqCst);
+    probe.stall_ms.store(300, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (app, key) = (app.clone(), created.key.expose().to_owned());
+        tasks.push(tokio::spawn(async move {
+            call(&app, "/orgs/org_a/comps", &key).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        probe.finds(),
+        1,
+        "the requests that waited for the failed query got its answer"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered together, not one query after another: {:?}",
+        started.elapsed()
+    );
+
+    // The failure is not remembered: the next request asks again, and recovers.
+    probe.down.store(false, Ordering::SeqCst);
+    probe.stall_ms.store(0, Ordering::SeqCst);
+    assert_eq!(
+        call(&app, "/orgs/org_a/comps", created.key.expose()).await,
+        StatusCode::OK
+    );
+    assert_eq!(probe.finds(), 2);
 }
 
 async fn last_use_is_batched(backend: Backend, name: &str) {

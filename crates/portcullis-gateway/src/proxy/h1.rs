@@ -155,7 +155,7 @@ where
             }
             return Ok(Response::from_parts(parts, body));
         }
-        match read_more(&conn.io, &mut conn.read).await {
+        match read_more(&mut conn.io, &mut conn.read).await {
             Ok(0) if !received_any && conn.read.is_empty() => {
                 return Err(SendError::Closed(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -206,25 +206,22 @@ async fn write_all(io: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-async fn read_more(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     std::future::poll_fn(|cx| poll_read_more(io, buf, cx)).await
 }
 
+/// Read what has arrived into `buf`. Through `AsyncRead`, whose short read (the socket's buffer
+/// drained) clears the readiness: the next [`Connection::closed_while_idle`] then costs no
+/// system call.
 fn poll_read_more(
-    io: &TcpStream,
+    io: &mut TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(io.poll_read_ready(cx))?;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match io.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            result => return Poll::Ready(result),
-        }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
     }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 fn invalid(message: &'static str) -> io::Error {
@@ -441,7 +438,7 @@ impl<F: FnOnce(Connection) + Unpin> http_body::Body for Body<F> {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Step::Read => match ready!(poll_read_more(&conn.io, &mut conn.read, cx)) {
+                Step::Read => match ready!(poll_read_more(&mut conn.io, &mut conn.read, cx)) {
                     Ok(0) if this.framing == Framing::Close => {
                         this.reusable = false;
                         this.finish();
