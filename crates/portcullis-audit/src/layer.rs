@@ -43,6 +43,7 @@
 
 use std::{
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -94,27 +95,40 @@ impl<S, A: AuditSink + Clone> Layer<S> for AuditLayer<A> {
     fn layer(&self, inner: S) -> Self::Service {
         Audit {
             inner,
-            sink: self.sink.clone(),
             handle: Arc::new(self.sink.clone()),
             level: self.level,
+            sink: PhantomData,
         }
     }
 }
 
 /// Middleware that records refusals and gives requests an id; see the [module docs](self).
-#[derive(Clone)]
+///
+/// It holds its sink of type `A` behind one `Arc`, so that cloning it (tower and axum clone a
+/// service for every request) costs one reference count.
 pub struct Audit<S, A> {
     inner: S,
-    sink: A,
     handle: Arc<dyn AuditSink>,
     level: AuditLevel,
+    sink: PhantomData<fn() -> A>,
 }
 
-impl<S: std::fmt::Debug, A: std::fmt::Debug> std::fmt::Debug for Audit<S, A> {
+impl<S: Clone, A> Clone for Audit<S, A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            handle: self.handle.clone(),
+            level: self.level,
+            sink: PhantomData,
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, A> std::fmt::Debug for Audit<S, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Audit")
             .field("inner", &self.inner)
-            .field("sink", &self.sink)
+            .field("level", &self.level)
             .finish_non_exhaustive()
     }
 }
@@ -126,7 +140,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, A, ResBody>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -165,7 +179,7 @@ where
             state: State::Inner {
                 fut: self.inner.call(req),
                 context: Some(context),
-                sink: self.sink.clone(),
+                sink: self.handle.clone(),
             },
         }
     }
@@ -184,24 +198,23 @@ struct RequestFacts {
 
 pin_project! {
     /// Response future for [`Audit`].
-    pub struct ResponseFuture<F, A, B> {
+    pub struct ResponseFuture<F, B> {
         #[pin]
-        state: State<F, A, B>,
+        state: State<F, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, A, B> {
-        Inner { #[pin] fut: F, context: Option<RequestFacts>, sink: A },
+    enum State<F, B> {
+        Inner { #[pin] fut: F, context: Option<RequestFacts>, sink: Arc<dyn AuditSink> },
         Recording { recording: RecordFuture, res: Option<Response<B>> },
     }
 }
 
-impl<F, A, B, E> Future for ResponseFuture<F, A, B>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    A: AuditSink,
 {
     type Output = Result<Response<B>, E>;
 

@@ -20,6 +20,7 @@
 //! | `realm` | `PORTCULLIS_REALM` | realm of `WWW-Authenticate` | `portcullis` |
 //! | `org_header` | `PORTCULLIS_ORG_HEADER` | a request header that, when sent, must name the principal's org | none |
 //! | `upstream_timeout_secs` | `PORTCULLIS_UPSTREAM_TIMEOUT_SECS` | wait for the upstream's response head (504 after) | `30` |
+//! | `client_timeout_secs` | `PORTCULLIS_CLIENT_TIMEOUT_SECS` | wait for a client's request head, also the next one on a kept-alive HTTP/1.1 connection (the connection is closed after) | `30` |
 //! | `forward_credential` | `PORTCULLIS_FORWARD_CREDENTIAL` | also forward `Authorization` | `false` |
 //! | `assertion_key` | `PORTCULLIS_ASSERTION_KEY` | Ed25519 PKCS#8 PEM file: forward a signed `x-portcullis-assertion` ([`assertion`](crate::assertion)) | off |
 //! | `assertion_issuer` | `PORTCULLIS_ASSERTION_ISSUER` | its `iss` | `portcullis-gateway` |
@@ -125,6 +126,9 @@ pub struct Config {
     pub org_header: Option<HeaderName>,
     /// Upstream response-head timeout.
     pub upstream_timeout: Duration,
+    /// How long an HTTP/1.1 connection may take to send a request head, or stay idle between
+    /// requests.
+    pub client_timeout: Duration,
     /// Forward `Authorization` upstream.
     pub forward_credential: bool,
     /// Signed identity assertions for the upstream.
@@ -151,6 +155,7 @@ struct FileConfig {
     realm: Option<String>,
     org_header: Option<String>,
     upstream_timeout_secs: Option<u64>,
+    client_timeout_secs: Option<u64>,
     forward_credential: Option<bool>,
     max_token_lifetime_secs: Option<u64>,
     assertion_key: Option<String>,
@@ -198,6 +203,29 @@ fn split_list(s: &str) -> Vec<String> {
 /// The key as the file names it and as the environment does, for error messages.
 fn key(toml: &str, env: &str) -> String {
     format!("{env} (`{toml}`)")
+}
+
+/// A whole number of seconds, at least 1: from the environment, else the file, else `default`.
+fn seconds(
+    env: &impl Fn(&str) -> Option<String>,
+    toml: &str,
+    env_name: &str,
+    file: Option<u64>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    let secs = match env(env_name) {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                key(toml, env_name),
+                format!("`{v}` is not a number of seconds"),
+            )
+        })?,
+        None => file.unwrap_or(default),
+    };
+    if secs == 0 {
+        return Err(ConfigError::new(key(toml, env_name), "must be at least 1"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Read a TOML file, naming the file in errors.
@@ -392,21 +420,20 @@ impl Config {
                 })
             })
             .transpose()?;
-        let upstream_timeout = match env("PORTCULLIS_UPSTREAM_TIMEOUT_SECS") {
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                ConfigError::new(
-                    key("upstream_timeout_secs", "PORTCULLIS_UPSTREAM_TIMEOUT_SECS"),
-                    format!("`{v}` is not a number of seconds"),
-                )
-            })?,
-            None => f.upstream_timeout_secs.unwrap_or(30),
-        };
-        if upstream_timeout == 0 {
-            return Err(ConfigError::new(
-                key("upstream_timeout_secs", "PORTCULLIS_UPSTREAM_TIMEOUT_SECS"),
-                "must be at least 1",
-            ));
-        }
+        let upstream_timeout = seconds(
+            &env,
+            "upstream_timeout_secs",
+            "PORTCULLIS_UPSTREAM_TIMEOUT_SECS",
+            f.upstream_timeout_secs,
+            30,
+        )?;
+        let client_timeout = seconds(
+            &env,
+            "client_timeout_secs",
+            "PORTCULLIS_CLIENT_TIMEOUT_SECS",
+            f.client_timeout_secs,
+            30,
+        )?;
         let max_token_lifetime = match env("PORTCULLIS_MAX_TOKEN_LIFETIME_SECS") {
             Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError::new(
@@ -471,7 +498,8 @@ impl Config {
             routes,
             realm,
             org_header,
-            upstream_timeout: Duration::from_secs(upstream_timeout),
+            upstream_timeout,
+            client_timeout,
             forward_credential,
             assertions,
         })
@@ -531,6 +559,8 @@ mod tests {
         assert_eq!(c.audit_spool, PathBuf::from("audit.jsonl.spool"));
         assert!(c.scope_policy.is_strict());
         assert!(c.jwt.is_none() && c.upstream.is_none() && c.routes.is_empty());
+        assert_eq!(c.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(c.client_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -552,6 +582,14 @@ mod tests {
             "https://clerk.example.com/.well-known/jwks.json"
         );
         assert_eq!(jwt.audience, ["a", "b"]);
+
+        let c = load(
+            "client_timeout_secs = 5\nupstream_timeout_secs = 7\n",
+            &[("PORTCULLIS_CLIENT_TIMEOUT_SECS", "9")],
+        )
+        .unwrap();
+        assert_eq!(c.client_timeout, Duration::from_secs(9));
+        assert_eq!(c.upstream_timeout, Duration::from_secs(7));
     }
 
     #[test]
@@ -592,6 +630,21 @@ mod tests {
                 "PORTCULLIS_CLERK_WEBHOOK_SECRET",
             ),
             ("", &[("STRICT_SCOPES", "maybe")], "STRICT_SCOPES"),
+            (
+                "",
+                &[("PORTCULLIS_CLIENT_TIMEOUT_SECS", "0")],
+                "PORTCULLIS_CLIENT_TIMEOUT_SECS",
+            ),
+            (
+                "client_timeout_secs = 0",
+                &[],
+                "PORTCULLIS_CLIENT_TIMEOUT_SECS",
+            ),
+            (
+                "",
+                &[("PORTCULLIS_UPSTREAM_TIMEOUT_SECS", "soon")],
+                "PORTCULLIS_UPSTREAM_TIMEOUT_SECS",
+            ),
             (
                 "",
                 &[("PORTCULLIS_JWKS_URL", "https://x/jwks")],

@@ -27,7 +27,7 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{body::Body, extract::ConnectInfo};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use proxy::Downstream;
@@ -37,7 +37,10 @@ use tower::Service;
 /// Serve `gateway` on `listen` until SIGINT or SIGTERM, then drain: in-flight requests finish,
 /// last key uses and queued audit events are written.
 ///
-/// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. Each downstream connection forwards over an
+/// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. An HTTP/1.1 connection that takes longer
+/// than the gateway's `client_timeout` to send a request head, or stays idle that long between
+/// requests, is closed (`client_timeout_secs`, 30 s by default). Each downstream connection
+/// forwards over an
 /// upstream connection of its own while it sends one request at a time (see
 /// [`proxy::Downstream`]); requests carry the peer's address as [`ConnectInfo<SocketAddr>`],
 /// as under `axum::serve`.
@@ -51,8 +54,18 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartErro
         .local_addr()
         .map_err(|e| StartError(format!("listener: {e}")))?;
     tracing::info!("listening on http://{addr}");
-    let Gateway { app, stores, .. } = gateway;
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let Gateway {
+        app,
+        stores,
+        client_timeout,
+        ..
+    } = gateway;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slow or silent clients must not hold connections (and their upstream connections) open.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {

@@ -181,6 +181,8 @@ pub struct Gateway {
     pub app: App,
     /// Stores and audit.
     pub stores: Stores,
+    /// How long a connection may take to send a request head, or stay idle between requests.
+    pub client_timeout: Duration,
     jwt: Option<JwtVerifier>,
     _feed: Option<RevocationFeed>,
     _last_use: LastUseFlush,
@@ -250,6 +252,7 @@ impl Gateway {
         Ok(Self {
             app,
             stores,
+            client_timeout: config.client_timeout,
             jwt,
             _feed: feed,
             _last_use: last_use,

@@ -428,6 +428,49 @@ async fn a_slow_upstream_is_a_504_and_shutdown_drains_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let issuer = Issuer::start().await;
+    let upstream = Upstream::start().await;
+    let mut setup = Setup::new(Db::Sqlite, "client-timeout", &issuer, &upstream.url).await;
+    setup.set("PORTCULLIS_CLIENT_TIMEOUT_SECS", "1");
+    let gw = setup.start().await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    // Whether the gateway closes the connection within `within`, answering nothing more.
+    async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(within, conn.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    // A request head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A kept-alive connection serves requests that come in time, and is closed once idle.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    gw.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness() {
     let issuer = Issuer::start().await;
     let upstream = Upstream::start().await;
