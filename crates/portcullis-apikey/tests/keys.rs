@@ -383,24 +383,25 @@ async fn secret_rotation_rehashes_on_use() {
     );
 }
 
+/// A new key of org_a with `comps:read`, never used yet.
+async fn one_key(keys: &ApiKeyVerifier) -> String {
+    let scopes = ScopeSet::parse(["comps:read"]).unwrap();
+    let created = keys
+        .create(&org("org_a"), "a", scopes, "u", 1)
+        .await
+        .unwrap();
+    created.key.expose().to_owned()
+}
+
 #[tokio::test]
 async fn concurrent_first_uses_share_one_query() {
     let probe = Probe::new(MemoryStore::new());
     let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
-    let created = keys
-        .create(
-            &org("org_a"),
-            "a",
-            ScopeSet::parse(["comps:read"]).unwrap(),
-            "u",
-            1,
-        )
-        .await
-        .unwrap();
+    let key = one_key(&keys).await;
     let app = app(keys);
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (app, key) = (app.clone(), created.key.expose().to_owned());
+        let (app, key) = (app.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             call(&app, "/orgs/org_a/comps", &key).await
         }));
@@ -415,23 +416,14 @@ async fn concurrent_first_uses_share_one_query() {
 async fn concurrent_uses_during_an_outage_share_one_failed_query() {
     let probe = Probe::new(MemoryStore::new());
     let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
-    let created = keys
-        .create(
-            &org("org_a"),
-            "a",
-            ScopeSet::parse(["comps:read"]).unwrap(),
-            "u",
-            1,
-        )
-        .await
-        .unwrap();
+    let key = one_key(&keys).await;
     let app = app(keys);
     probe.down.store(true, Ordering::SeqCst);
     probe.stall_ms.store(300, Ordering::SeqCst);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (app, key) = (app.clone(), created.key.expose().to_owned());
+        let (app, key) = (app.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             call(&app, "/orgs/org_a/comps", &key).await
         }));
@@ -453,10 +445,7 @@ async fn concurrent_uses_during_an_outage_share_one_failed_query() {
     // The failure is not remembered: the next request asks again, and recovers.
     probe.down.store(false, Ordering::SeqCst);
     probe.stall_ms.store(0, Ordering::SeqCst);
-    assert_eq!(
-        call(&app, "/orgs/org_a/comps", created.key.expose()).await,
-        StatusCode::OK
-    );
+    assert_eq!(call(&app, "/orgs/org_a/comps", &key).await, StatusCode::OK);
     assert_eq!(probe.finds(), 2);
 }
 
