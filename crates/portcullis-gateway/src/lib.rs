@@ -13,6 +13,7 @@
 pub mod assertion;
 pub mod callout;
 pub mod config;
+mod connection;
 pub mod demo;
 pub mod issuer;
 pub mod keys;
@@ -21,29 +22,24 @@ pub mod proxy;
 pub mod revoke;
 pub mod routes;
 pub mod server;
+mod wire;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{body::Body, extract::ConnectInfo};
-use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
-use proxy::Downstream;
 use server::{Gateway, StartError};
-use tower::Service;
+use tokio_util::task::TaskTracker;
 
 /// Serve `gateway` on `listen` until SIGINT or SIGTERM, then drain: in-flight requests finish,
 /// last key uses and queued audit events are written.
 ///
-/// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. An HTTP/1.1 connection that takes longer
-/// than the gateway's `client_timeout` to send a request head, or stays idle that long between
-/// requests, is closed (`client_timeout_secs`, 30 s by default). Each downstream connection
-/// forwards over an
-/// upstream connection of its own while it sends one request at a time (see
-/// [`proxy::Downstream`]); requests carry the peer's address as [`ConnectInfo<SocketAddr>`],
-/// as under `axum::serve`.
+/// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. HTTP/1.1 requests without a body are
+/// parsed and answered by the gateway's own connection loop; every other request, and the rest
+/// of its connection, is served by hyper (see the `connection` module). An HTTP/1.1 connection
+/// that takes longer than the gateway's `client_timeout` to send a request head, or stays idle
+/// that long between requests, is closed (`client_timeout_secs`, 30 s by default). Each
+/// downstream connection forwards over an upstream connection of its own while it sends one
+/// request at a time (see [`proxy::Downstream`]); requests carry the peer's address as
+/// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under `axum::serve`.
 pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         StartError(format!(
@@ -60,13 +56,8 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartErro
         client_timeout,
         ..
     } = gateway;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slow or silent clients must not hold connections (and their upstream connections) open.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(client_timeout);
-    let graceful = GracefulShutdown::new();
+    let shared = Arc::new(connection::Shared::new(app, client_timeout));
+    let connections = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let (stream, peer) = tokio::select! {
@@ -83,31 +74,16 @@ pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartErro
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
-        let app = app.clone();
-        let downstream = Downstream::new(peer);
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            let extensions = req.extensions_mut();
-            extensions.insert(ConnectInfo(peer));
-            extensions.insert(downstream.clone());
-            app.clone().call(req)
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
+        connections.spawn(connection::run(stream, peer, shared.clone()));
     }
     drop(listener);
-    // The connections hold their own clones; this one holds audit emitters that must be gone
-    // for the audit writer to finish.
-    drop(app);
     tracing::info!("stopped accepting; finishing requests in flight");
-    graceful.shutdown().await;
+    shared.stop();
+    connections.close();
+    connections.wait().await;
+    // The connections held their own clones; this one holds audit emitters that must be gone
+    // for the audit writer to finish.
+    drop(shared);
     tracing::info!("writing what is pending");
     stores.close().await;
     tracing::info!("stopped");

@@ -32,14 +32,16 @@ use http::{
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use crate::wire::{HEADROOM, poll_read_more, read_more, tokens, write_all};
+
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most headers in a response head.
 const MAX_HEADERS: usize = 100;
+/// Room for headers in a first attempt at parsing a response head.
+const FEW_HEADERS: usize = 16;
 /// The longest chunk-size line or trailer section.
 const MAX_LINE: usize = 4 * 1024;
-/// How much the read buffer grows by.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// An open upstream connection between requests.
 #[derive(Debug)]
@@ -130,9 +132,13 @@ where
     let no_body_expected = parts.method == Method::HEAD;
     let mut received_any = false;
     loop {
-        let parsed = match parse_head(&mut conn.read) {
-            Ok(parsed) => parsed,
-            Err(e) => return Err(SendError::Failed(e)),
+        let parsed = match conn.read.is_empty() {
+            // Nothing to parse before the first read.
+            true => None,
+            false => match parse_head(&mut conn.read) {
+                Ok(parsed) => parsed,
+                Err(e) => return Err(SendError::Failed(e)),
+            },
         };
         if let Some((head, framing)) = parsed {
             let framing = if no_body_expected {
@@ -193,37 +199,6 @@ fn encode(parts: &Parts, extra: &super::Extra, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-async fn write_all(io: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        io.writable().await?;
-        match io.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_more(io, buf, cx)).await
-}
-
-/// Read what has arrived into `buf`. Through `AsyncRead`, whose short read (the socket's buffer
-/// drained) clears the readiness: the next [`Connection::closed_while_idle`] then costs no
-/// system call.
-fn poll_read_more(
-    io: &mut TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
-}
-
 fn invalid(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
@@ -258,20 +233,48 @@ enum Chunk {
 
 /// The next final (non-1xx) response head in `buf`, taken out of it; `None` when incomplete.
 fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
+    // Most heads fit the small array, which is cheaper to set up.
+    match parse_head_within::<FEW_HEADERS>(buf) {
+        Err(HeadError::TooManyHeaders) => parse_head_within::<MAX_HEADERS>(buf),
+        parsed => parsed,
+    }
+    .map_err(|e| match e {
+        HeadError::TooManyHeaders => invalid("the upstream sent too many headers"),
+        HeadError::Io(e) => e,
+    })
+}
+
+enum HeadError {
+    /// More than the array had room for.
+    TooManyHeaders,
+    Io(io::Error),
+}
+
+impl From<io::Error> for HeadError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// [`parse_head`] with room for `N` headers.
+fn parse_head_within<const N: usize>(
+    buf: &mut BytesMut,
+) -> Result<Option<(Head, Framing)>, HeadError> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; N];
         let mut parsed = httparse::Response::new(&mut headers);
         let len = match parsed.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(invalid("the upstream's response head is too large"));
+                return Err(invalid("the upstream's response head is too large").into());
             }
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(invalid("the upstream's response head is malformed")),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+            Err(_) => return Err(invalid("the upstream's response head is malformed").into()),
         };
         let code = parsed.code.unwrap_or_default();
         if code == 101 {
-            return Err(invalid("the upstream switched protocols"));
+            return Err(invalid("the upstream switched protocols").into());
         }
         if (100..200).contains(&code) {
             // Interim: skipped.
@@ -285,15 +288,16 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
         } else {
             Version::HTTP_10
         };
-        let mut map = HeaderMap::with_capacity(parsed.headers.len());
         let mut close = version != Version::HTTP_11;
         let mut chunked = None;
         let mut length: Option<u64> = None;
+        // The values are sliced out of the head once it is frozen: no copy of each.
+        let start = buf.as_ptr() as usize;
+        let count = parsed.headers.len();
+        let mut fields = Vec::with_capacity(count);
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| invalid("the upstream sent an invalid header name"))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| invalid("the upstream sent an invalid header value"))?;
             if name == header::CONNECTION {
                 close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
             } else if name == header::TRANSFER_ENCODING {
@@ -309,11 +313,20 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
                         .and_then(|s| s.parse::<u64>().ok())
                         .ok_or_else(|| invalid("the upstream's Content-Length is invalid"))?;
                     if length.is_some_and(|l| l != n) {
-                        return Err(invalid("the upstream sent conflicting Content-Lengths"));
+                        return Err(invalid("the upstream sent conflicting Content-Lengths").into());
                     }
                     length = Some(n);
                 }
             }
+            let from = h.value.as_ptr() as usize - start;
+            fields.push((name, from..from + h.value.len()));
+        }
+        let head = buf.split_to(len).freeze();
+        // Room for what the gateway adds (`x-request-id`) without growing.
+        let mut map = HeaderMap::with_capacity(count + HEADROOM);
+        for (name, value) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(value))
+                .map_err(|_| invalid("the upstream sent an invalid header value"))?;
             map.append(name, value);
         }
         let framing = if code == 204 || code == 304 {
@@ -331,7 +344,6 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
             close |= length.is_some();
             map.remove(header::CONTENT_LENGTH);
         }
-        buf.advance(len);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -344,14 +356,6 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
             framing,
         )));
     }
-}
-
-/// The comma-separated elements of a header value, trimmed, empty ones skipped.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 /// A response body read from the upstream connection.
@@ -848,6 +852,31 @@ mod tests {
             assert!(body.is_err(), "{what}");
             assert!(conn.is_none(), "{what}");
         }
+    }
+
+    #[test]
+    fn heads_of_up_to_100_headers_are_read_whole() {
+        let head = |n: usize| {
+            let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+            for i in 1..n {
+                head.extend_from_slice(format!("x-h{i}: value {i}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\nok");
+            BytesMut::from(&head[..])
+        };
+        // Beyond the first attempt's room, and at the limit.
+        for n in [FEW_HEADERS, FEW_HEADERS + 1, MAX_HEADERS] {
+            let mut buf = head(n);
+            let (head, framing) = parse_head(&mut buf).unwrap().unwrap();
+            let headers = head.response.headers();
+            assert_eq!(headers.len(), n);
+            assert_eq!(headers["x-h1"], "value 1");
+            assert_eq!(headers[format!("x-h{}", n - 1)], format!("value {}", n - 1));
+            assert_eq!(framing, Framing::Length(2));
+            assert_eq!(&buf[..], b"ok", "the body stays");
+        }
+        let err = parse_head(&mut head(MAX_HEADERS + 1)).err().unwrap();
+        assert_eq!(err.to_string(), "the upstream sent too many headers");
     }
 
     #[tokio::test]

@@ -1,0 +1,59 @@
+//! HTTP/1.1 on the wire, as the downstream connection loop and the upstream client both need
+//! it: socket reads and writes, and the elements of a header value.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+/// Header map room beyond a parsed message's own headers, for those the gateway adds
+/// (`x-request-id`) without growing the map.
+pub(crate) const HEADROOM: usize = 4;
+
+/// How much a read buffer grows by.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Write all of `buf`.
+pub(crate) async fn write_all(io: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        io.writable().await?;
+        match io.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read what has arrived into `buf`; 0 at the end of the stream.
+pub(crate) async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_more(io, buf, cx)).await
+}
+
+/// Read what has arrived into `buf`. Through `AsyncRead`, whose short read (the socket's buffer
+/// drained) clears the readiness: a later `try_read` on an idle socket then costs no system
+/// call.
+pub(crate) fn poll_read_more(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// The comma-separated elements of a header value, trimmed, empty ones skipped.
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
