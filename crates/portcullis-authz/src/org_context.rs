@@ -249,9 +249,9 @@ impl Config {
         }
         let raw = match self.segment {
             None => return Named::Nothing,
-            Some(Position::Segment(i)) => path.split('/').nth(i),
+            Some(Position::Segment(i)) => segment(path, i, false),
             // A catch-all names everything after its position, as axum's parameter does.
-            Some(Position::Rest(i)) => path.splitn(i + 1, '/').nth(i),
+            Some(Position::Rest(i)) => segment(path, i, true),
         };
         match raw {
             Some(raw) => match percent_encoding::percent_decode_str(raw).decode_utf8() {
@@ -260,6 +260,19 @@ impl Config {
             },
             None => Named::Unreadable,
         }
+    }
+}
+
+/// Segment `i` of `path` split at `/` (`path.split('/').nth(i)`), or with `rest` everything from
+/// it on (`path.splitn(i + 1, '/').nth(i)`), without a searcher per segment.
+fn segment(path: &str, i: usize, rest: bool) -> Option<&str> {
+    let mut tail = path;
+    for _ in 0..i {
+        tail = &tail[tail.bytes().position(|b| b == b'/')? + 1..];
+    }
+    match tail.bytes().position(|b| b == b'/') {
+        Some(end) if !rest => Some(&tail[..end]),
+        _ => Some(tail),
     }
 }
 
@@ -379,5 +392,33 @@ impl<S> OrgContext<S> {
         }
         parts.extensions.insert::<OrgId>(org);
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_are_those_of_split() {
+        for path in [
+            "/api/v1/orgs/org_a/comps",
+            "/",
+            "",
+            "//x//",
+            "/orgs/org_a",
+            "/a/b/c/",
+        ] {
+            for i in 0..7 {
+                assert_eq!(
+                    super::segment(path, i, false),
+                    path.split('/').nth(i),
+                    "{path} {i}"
+                );
+                assert_eq!(
+                    super::segment(path, i, true),
+                    path.splitn(i + 1, '/').nth(i),
+                    "{path} {i} rest"
+                );
+            }
+        }
     }
 }

@@ -132,7 +132,9 @@ where
         write: Vec::with_capacity(1024),
         peer,
         downstream: Downstream::new(peer),
+        extensions: http::Extensions::new(),
     };
+    conn.extensions = extensions(peer, &conn.downstream);
     // Registered once with this task's waker: `Shared::stop` wakes the task, which then finds
     // `stopping` set wherever it waits for a request.
     let mut stop = pin!(shared.stop.notified());
@@ -174,6 +176,28 @@ struct Connection {
     write: Vec<u8>,
     peer: SocketAddr,
     downstream: Downstream,
+    /// What every request of the connection carries, in a map with room for what the layers
+    /// add: cloned, it keeps its room, so that no request grows its map.
+    extensions: http::Extensions,
+}
+
+/// The peer's address as [`ConnectInfo<SocketAddr>`] and the connection's [`Downstream`], in a
+/// map with room for five more (the audit handle, the principal and the org come after).
+fn extensions(peer: SocketAddr, downstream: &Downstream) -> http::Extensions {
+    #[derive(Clone)]
+    struct Room<const N: usize>;
+    let mut extensions = http::Extensions::new();
+    extensions.insert(Room::<0>);
+    extensions.insert(Room::<1>);
+    extensions.insert(Room::<2>);
+    extensions.insert(Room::<3>);
+    extensions.insert(ConnectInfo(peer));
+    extensions.insert(downstream.clone());
+    extensions.remove::<Room<0>>();
+    extensions.remove::<Room<1>>();
+    extensions.remove::<Room<2>>();
+    extensions.remove::<Room<3>>();
+    extensions
 }
 
 #[expect(
@@ -197,9 +221,7 @@ impl Connection {
         loop {
             match parse(&mut self.read) {
                 Parsed::Request(mut req, close) => {
-                    let extensions = req.extensions_mut();
-                    extensions.insert(ConnectInfo(self.peer));
-                    extensions.insert(self.downstream.clone());
+                    *req.extensions_mut() = self.extensions.clone();
                     return Next::Request(req, close);
                 }
                 Parsed::Partial if self.read.len() < MAX_HEAD => {}
