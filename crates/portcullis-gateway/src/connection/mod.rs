@@ -19,7 +19,8 @@
 //! 204 and 304; a `date` header when the response has none. A body that fails, or does not
 //! match its length, ends the connection without completing the response. The connection is
 //! kept alive unless the request or the response says `Connection: close`, or the server is
-//! stopping.
+//! stopping. A client that closes its connection while its request is served cancels the
+//! request, as under hyper.
 //!
 //! A connection that takes longer than the client timeout to send a request head, or stays
 //! idle that long between requests, is closed, as hyper's `header_read_timeout` does: one
@@ -151,9 +152,9 @@ where
             Next::Hyper => return hyper(conn, &shared).await,
         };
         let head = req.method() == Method::HEAD;
-        let res = match shared.service.clone().call(req).await {
-            Ok(res) => res,
-            Err(never) => match never {},
+        let Some(res) = conn.serve(shared.service.clone().call(req)).await else {
+            // The client left: its request is dropped, as hyper drops it.
+            return;
         };
         let close = close || shared.stopping();
         match conn.respond(res, head, close).await {
@@ -250,6 +251,32 @@ impl Connection {
                 _ => return Next::End,
             }
         }
+    }
+
+    /// The response of `call`; `None` when the client closes the connection first (hyper's
+    /// "unexpected EOF on busy connection"), which cancels the request. Bytes that arrive
+    /// meanwhile (a pipelined request) are kept, and end the watch for a close, as in hyper.
+    async fn serve<F>(&mut self, call: F) -> Option<Response<Body>>
+    where
+        F: Future<Output = Result<Response<Body>, Infallible>>,
+    {
+        let mut call = pin!(call);
+        poll_fn(|cx| {
+            if let Poll::Ready(res) = call.as_mut().poll(cx) {
+                return Poll::Ready(match res {
+                    Ok(res) => Some(res),
+                    Err(never) => match never {},
+                });
+            }
+            if self.read.is_empty()
+                && let Poll::Ready(Ok(0) | Err(_)) =
+                    poll_read_more(&mut self.io, &mut self.read, cx)
+            {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Write `res`; whether the connection may carry another request.

@@ -8,6 +8,8 @@ use tokio::{
     task::JoinSet,
 };
 
+use std::sync::atomic::AtomicBool;
+
 use super::*;
 
 /// A server of `router` on a free port, and the connection tasks it spawned.
@@ -15,10 +17,14 @@ struct Server {
     addr: SocketAddr,
     shared: Arc<Shared<Router>>,
     tasks: Arc<std::sync::Mutex<JoinSet<()>>>,
+    /// Set when `/finished` finishes.
+    finished: Arc<AtomicBool>,
 }
 
 impl Server {
     async fn start(client_timeout: Duration) -> Self {
+        let finished = Arc::new(AtomicBool::new(false));
+        let finishing = finished.clone();
         let router = Router::new()
             .route(
                 "/",
@@ -58,6 +64,17 @@ impl Server {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     "slow"
                 }),
+            )
+            .route(
+                "/finished",
+                get(move || {
+                    let finished = finishing.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        finished.store(true, Ordering::SeqCst);
+                        "finished"
+                    }
+                }),
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -75,6 +92,7 @@ impl Server {
             addr,
             shared,
             tasks,
+            finished,
         }
     }
 
@@ -364,4 +382,39 @@ async fn slow_and_idle_connections_are_closed_after_the_client_timeout() {
         second.elapsed()
     );
     assert!(started.elapsed() >= timeout + Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_request() {
+    let server = Server::start(Duration::from_secs(30)).await;
+    let mut io = server.connect().await;
+    io.write_all(b"GET /finished HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(io);
+    assert!(
+        server.drained(Duration::from_millis(200)).await,
+        "ended at once"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !server.finished.load(Ordering::SeqCst),
+        "the request was dropped"
+    );
+
+    // A pipelined request does not cancel the one before it.
+    let mut io = server.connect().await;
+    io.write_all(b"GET /finished HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    assert!(
+        text.contains("finished") && server.finished.load(Ordering::SeqCst),
+        "{text}"
+    );
 }
