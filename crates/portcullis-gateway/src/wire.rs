@@ -57,3 +57,8 @@ pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
+
+/// An error for bytes that are not the HTTP they should be.
+pub(crate) fn invalid(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}

@@ -63,7 +63,7 @@ use tower::Service;
 
 use crate::{
     proxy::Downstream,
-    wire::{HEADROOM, poll_read_more, tokens, write_all},
+    wire::{HEADROOM, invalid, poll_read_more, tokens, write_all},
 };
 
 #[cfg(test)]
@@ -148,8 +148,8 @@ where
     loop {
         let (req, close) = match conn.next_request(&shared, timer.as_mut()).await {
             Next::Request(req, close) => (req, close),
-            Next::End => return,
             Next::Hyper => return hyper(conn, &shared).await,
+            Next::Partial | Next::End => return,
         };
         let head = req.method() == Method::HEAD;
         let Some(res) = conn.serve(shared.service.clone().call(req)).await else {
@@ -201,17 +201,22 @@ fn extensions(peer: SocketAddr, downstream: &Downstream) -> http::Extensions {
     extensions
 }
 
+/// What the start of the read buffer holds, or what became of the connection.
 #[expect(
     clippy::large_enum_variant,
     reason = "returned once per request and matched at once: a box would cost an allocation"
 )]
 enum Next {
-    /// A request, and whether it asked to close the connection after it.
+    /// A request without a body, and whether it asked to close the connection after it; its
+    /// head is taken out of the buffer.
     Request(Request<Body>, bool),
-    /// The connection ended, timed out or the server is stopping.
-    End,
-    /// Not for this module: hyper serves the rest of the connection.
+    /// The head is not complete yet ([`parse`] only).
+    Partial,
+    /// Not for this module: hyper serves the rest of the connection, from the buffer as it is.
     Hyper,
+    /// The connection ended, timed out or the server is stopping ([`Connection::next_request`]
+    /// only).
+    End,
 }
 
 impl Connection {
@@ -221,12 +226,12 @@ impl Connection {
         let mut deadline = None;
         loop {
             match parse(&mut self.read) {
-                Parsed::Request(mut req, close) => {
+                Next::Request(mut req, close) => {
                     *req.extensions_mut() = self.extensions.clone();
                     return Next::Request(req, close);
                 }
-                Parsed::Partial if self.read.len() < MAX_HEAD => {}
-                Parsed::Partial | Parsed::Declined => return Next::Hyper,
+                Next::Partial if self.read.len() < MAX_HEAD => {}
+                _ => return Next::Hyper,
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + shared.client_timeout);
             let read = poll_fn(|cx| {
@@ -360,42 +365,24 @@ impl Connection {
     }
 }
 
-fn invalid(message: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per request and matched at once: a box would cost an allocation"
-)]
-enum Parsed {
-    /// A request without a body, and whether it asked to close the connection; its head is
-    /// taken out of the buffer.
-    Request(Request<Body>, bool),
-    /// The head is not complete yet.
-    Partial,
-    /// For hyper; the buffer is as it was.
-    Declined,
-}
-
 /// The request at the start of `buf`, if it is one served here.
-fn parse(buf: &mut BytesMut) -> Parsed {
+fn parse(buf: &mut BytesMut) -> Next {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Declined,
+        Ok(httparse::Status::Partial) => return Next::Partial,
+        Err(_) => return Next::Hyper,
     };
     if parsed.version != Some(1) {
-        return Parsed::Declined;
+        return Next::Hyper;
     }
     let method = match Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()) {
         Ok(method) if method != Method::CONNECT => method,
-        _ => return Parsed::Declined,
+        _ => return Next::Hyper,
     };
     let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else {
-        return Parsed::Declined;
+        return Next::Hyper;
     };
     // Where each piece is in `buf`, to be sliced out of it once it is frozen.
     let start = buf.as_ptr() as usize;
@@ -409,14 +396,14 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let mut close = false;
     for h in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Parsed::Declined;
+            return Next::Hyper;
         };
         if name == header::TRANSFER_ENCODING
             || (name == header::CONTENT_LENGTH && h.value != b"0")
             || name == header::EXPECT
             || name == header::UPGRADE
         {
-            return Parsed::Declined;
+            return Next::Hyper;
         }
         if name == header::CONNECTION {
             close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
@@ -438,14 +425,14 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         // Something `http` refuses: back as it was, for hyper to answer.
         let rest = std::mem::replace(buf, BytesMut::from(&head[..]));
         buf.extend_from_slice(&rest);
-        return Parsed::Declined;
+        return Next::Hyper;
     };
     let mut req = Request::new(Body::empty());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Parsed::Request(req, close)
+    Next::Request(req, close)
 }
 
 /// How a response goes out.

@@ -32,7 +32,7 @@ use http::{
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use crate::wire::{HEADROOM, poll_read_more, read_more, tokens, write_all};
+use crate::wire::{HEADROOM, invalid, poll_read_more, read_more, tokens, write_all};
 
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
@@ -197,10 +197,6 @@ fn encode(parts: &Parts, extra: &super::Extra, out: &mut Vec<u8>) {
     }
     extra.each(line);
     out.extend_from_slice(b"\r\n");
-}
-
-fn invalid(message: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 struct Head {
