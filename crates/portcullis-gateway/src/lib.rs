@@ -34,11 +34,11 @@ use tokio_util::task::TaskTracker;
 ///
 /// HTTP/1.1 and HTTP/2 (prior knowledge) downstream. HTTP/1.1 requests without a body are
 /// parsed and answered by the gateway's own connection loop; every other request, and the rest
-/// of its connection, is served by hyper (see the `connection` module). An HTTP/1.1 connection
-/// that takes longer than the gateway's `client_timeout` to send a request head, or stays idle
-/// that long between requests, is closed (`client_timeout_secs`, 30 s by default). Each
-/// downstream connection forwards over an upstream connection of its own while it sends one
-/// request at a time (see [`proxy::Downstream`]); requests carry the peer's address as
+/// of its connection, is served by hyper. An HTTP/1.1 connection that takes longer than the
+/// gateway's `client_timeout` to send a request head, or stays idle that long between requests,
+/// is closed (`client_timeout_secs`, 30 s by default). Each downstream connection forwards over
+/// an upstream connection of its own while it sends one request at a time (see
+/// [`proxy::Downstream`]); requests carry the peer's address as
 /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under `axum::serve`.
 pub async fn serve(gateway: Gateway, listen: SocketAddr) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
