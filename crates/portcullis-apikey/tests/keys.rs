@@ -384,6 +384,21 @@ async fn secret_rotation_rehashes_on_use() {
 }
 
 /// A new key of org_a with `comps:read`, never used yet.
+/// The statuses of 32 concurrent uses of `key`.
+async fn at_once(app: &Router, key: &str) -> Vec<StatusCode> {
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (app, key) = (app.clone(), key.to_owned());
+            tokio::spawn(async move { call(&app, "/orgs/org_a/comps", &key).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
 async fn one_key(keys: &ApiKeyVerifier) -> String {
     let scopes = ScopeSet::parse(["comps:read"]).unwrap();
     let created = keys
@@ -399,15 +414,8 @@ async fn concurrent_first_uses_share_one_query() {
     let keys = ApiKeyVerifier::new(KeyFormat::default(), hasher(), probe.clone());
     let key = one_key(&keys).await;
     let app = app(keys);
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (app, key) = (app.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
-            call(&app, "/orgs/org_a/comps", &key).await
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    for status in at_once(&app, &key).await {
+        assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(probe.finds(), 1, "concurrent loads of one key are merged");
 }
@@ -421,15 +429,8 @@ async fn concurrent_uses_during_an_outage_share_one_failed_query() {
     probe.down.store(true, Ordering::SeqCst);
     probe.stall_ms.store(300, Ordering::SeqCst);
     let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (app, key) = (app.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
-            call(&app, "/orgs/org_a/comps", &key).await
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    for status in at_once(&app, &key).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
     assert_eq!(
         probe.finds(),

@@ -3,16 +3,18 @@
 
 use std::{
     io,
+    ops::Range,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::net::TcpStream;
 
 /// Header map room beyond a parsed message's own headers, for those the gateway adds
 /// (`x-request-id`) without growing the map.
-pub(crate) const HEADROOM: usize = 4;
+const HEADROOM: usize = 4;
 
 /// How much a read buffer grows by.
 const READ_CHUNK: usize = 16 * 1024;
@@ -61,4 +63,26 @@ pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// An error for bytes that are not the HTTP they should be.
 pub(crate) fn invalid(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Where `part`, a slice of `buf`, lies in it: to be sliced out of `buf` once it is frozen.
+pub(crate) fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let from = part.as_ptr() as usize - buf.as_ptr() as usize;
+    from..from + part.len()
+}
+
+/// A header map of `fields`, each value the range of `head` it names (sliced, not copied),
+/// with room for the headers the gateway adds; `None` when `http` refuses a value.
+pub(crate) fn header_map(
+    head: &Bytes,
+    fields: Vec<(HeaderName, Range<usize>)>,
+) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(fields.len() + HEADROOM);
+    for (name, value) in fields {
+        map.append(
+            name,
+            HeaderValue::from_maybe_shared(head.slice(value)).ok()?,
+        );
+    }
+    Some(map)
 }

@@ -205,22 +205,14 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             e.target = None;
             e = e.target("session", sid);
             record(e).await?;
-            applied(
-                store
-                    .revoke(Target::Session(sid.to_owned()), None, &envelope.kind)
-                    .await,
-            )
+            revoke(store, Target::Session(sid.to_owned()), None, &envelope.kind).await
         }
         "user.deleted" => {
             let Some(user) = text(data, &["id"]) else {
                 return Ok(());
             };
             record(event("user.deactivated", Some(user))).await?;
-            applied(
-                store
-                    .revoke(Target::User(user.to_owned()), None, "user.deleted")
-                    .await,
-            )
+            revoke(store, Target::User(user.to_owned()), None, "user.deleted").await
         }
         "user.updated" => {
             let Some(user) = text(data, &["id"]) else {
@@ -233,11 +225,7 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
                 let mut e = event("user.deactivated", Some(user));
                 e.reason = Some(reason.into());
                 record(e).await?;
-                applied(
-                    store
-                        .revoke(Target::User(user.to_owned()), None, reason)
-                        .await,
-                )
+                revoke(store, Target::User(user.to_owned()), None, reason).await
             } else {
                 let target = Target::User(user.to_owned());
                 // Only a ban or a lock is lifted; a deleted user stays refused.
@@ -253,10 +241,7 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             }
         }
         "organizationMembership.deleted" => {
-            let (Some(user), Some(org)) = (
-                text(data, &["public_user_data", "user_id"]),
-                text(data, &["organization", "id"]),
-            ) else {
+            let Some((user, org)) = member(data) else {
                 return Ok(());
             };
             let before = store.remove_member(user, org).await.map_err(failed)?;
@@ -268,25 +253,10 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
                 None,
             ))
             .await?;
-            applied(
-                store
-                    .revoke(
-                        Target::Membership {
-                            user: user.to_owned(),
-                            org: org.to_owned(),
-                        },
-                        None,
-                        &envelope.kind,
-                    )
-                    .await,
-            )
+            revoke(store, membership(user, org), None, &envelope.kind).await
         }
         "organizationMembership.created" | "organizationMembership.updated" => {
-            let (Some(user), Some(org), Some(new_role)) = (
-                text(data, &["public_user_data", "user_id"]),
-                text(data, &["organization", "id"]),
-                text(data, &["role"]),
-            ) else {
+            let (Some((user, org)), Some(new_role)) = (member(data), text(data, &["role"])) else {
                 return Ok(());
             };
             let new_role = role(new_role);
@@ -297,24 +267,38 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
             let e = event("membership.role_changed", Some(user));
             record(role_change(e, org, before, Some(new_role))).await?;
             // Tokens issued up to the second of the change may carry the old role.
-            applied(
-                store
-                    .revoke(
-                        Target::Membership {
-                            user: user.to_owned(),
-                            org: org.to_owned(),
-                        },
-                        Some(at + 1),
-                        "role_changed",
-                    )
-                    .await,
-            )
+            revoke(store, membership(user, org), Some(at + 1), "role_changed").await
         }
         other => {
             tracing::debug!(target: "portcullis::webhook", kind = other, "webhook event ignored");
             Ok(())
         }
     }
+}
+
+/// The user and organization of a membership event.
+fn member(data: &Value) -> Option<(&str, &str)> {
+    Some((
+        text(data, &["public_user_data", "user_id"])?,
+        text(data, &["organization", "id"])?,
+    ))
+}
+
+fn membership(user: &str, org: &str) -> Target {
+    Target::Membership {
+        user: user.to_owned(),
+        org: org.to_owned(),
+    }
+}
+
+/// Revoke `target` (see [`RevocationStore::revoke`]), or log the store's failure.
+async fn revoke(
+    store: &RevocationStore,
+    target: Target,
+    not_before: Option<i64>,
+    reason: &str,
+) -> Result<(), ()> {
+    applied(store.revoke(target, not_before, reason).await)
 }
 
 /// A store change done, or logged as failed (the delivery is then answered 503 and retried).

@@ -44,9 +44,7 @@ use std::{
 
 use axum::{body::Body, extract::ConnectInfo};
 use bytes::{Buf, Bytes, BytesMut};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
-};
+use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -63,7 +61,7 @@ use tower::Service;
 
 use crate::{
     proxy::Downstream,
-    wire::{HEADROOM, invalid, poll_read_more, tokens, write_all},
+    wire::{header_map, invalid, poll_read_more, range_in, tokens, write_all},
 };
 
 #[cfg(test)]
@@ -75,6 +73,29 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// Response data gathered before it is written.
 const WRITE_BUFFER: usize = 64 * 1024;
+
+/// What the connections serve: the composed gateway, or any service like it.
+pub(crate) trait App:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// What every connection of a server shares: the service, hyper's server for what this module
 /// declines, the client timeout and the stop signal.
@@ -118,24 +139,13 @@ impl<S> Shared<S> {
 
 /// Serve the connection `io` from `peer` until it ends. Its requests carry the peer's address
 /// as [`ConnectInfo<SocketAddr>`] and the connection's [`Downstream`].
-pub(crate) async fn run<S>(io: TcpStream, peer: SocketAddr, shared: Arc<Shared<S>>)
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+pub(crate) async fn run<S: App>(io: TcpStream, peer: SocketAddr, shared: Arc<Shared<S>>) {
     let mut conn = Connection {
         io,
         read: BytesMut::with_capacity(4096),
         write: Vec::with_capacity(1024),
-        peer,
-        downstream: Downstream::new(peer),
-        extensions: http::Extensions::new(),
+        extensions: extensions(peer),
     };
-    conn.extensions = extensions(peer, &conn.downstream);
     // Registered once with this task's waker: `Shared::stop` wakes the task, which then finds
     // `stopping` set wherever it waits for a request.
     let mut stop = pin!(shared.stop.notified());
@@ -175,16 +185,14 @@ struct Connection {
     io: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
-    peer: SocketAddr,
-    downstream: Downstream,
     /// What every request of the connection carries, in a map with room for what the layers
     /// add: cloned, it keeps its room, so that no request grows its map.
     extensions: http::Extensions,
 }
 
-/// The peer's address as [`ConnectInfo<SocketAddr>`] and the connection's [`Downstream`], in a
-/// map with room for five more (the audit handle, the principal and the org come after).
-fn extensions(peer: SocketAddr, downstream: &Downstream) -> http::Extensions {
+/// The peer's address as [`ConnectInfo<SocketAddr>`] and a new [`Downstream`], in a map with
+/// room for five more (the audit handle, the principal and the org come after).
+fn extensions(peer: SocketAddr) -> http::Extensions {
     #[derive(Clone)]
     struct Room<const N: usize>;
     let mut extensions = http::Extensions::new();
@@ -193,7 +201,7 @@ fn extensions(peer: SocketAddr, downstream: &Downstream) -> http::Extensions {
     extensions.insert(Room::<2>);
     extensions.insert(Room::<3>);
     extensions.insert(ConnectInfo(peer));
-    extensions.insert(downstream.clone());
+    extensions.insert(Downstream::new(peer));
     extensions.remove::<Room<0>>();
     extensions.remove::<Room<1>>();
     extensions.remove::<Room<2>>();
@@ -298,7 +306,7 @@ impl Connection {
         let mut remaining = match framing.body {
             BodyFraming::None => {
                 drop(body);
-                write_all(&self.io, &self.write).await?;
+                self.flush().await?;
                 return Ok(keep_alive);
             }
             BodyFraming::Length(n) => Some(n),
@@ -333,8 +341,8 @@ impl Connection {
                         .ok_or_else(|| invalid("the response body is longer than its length"))?;
                 }
                 None => {
-                    self.write
-                        .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    use std::io::Write as _;
+                    write!(self.write, "{:x}\r\n", data.len())?;
                 }
             }
             if self.write.len() + data.len() <= WRITE_BUFFER {
@@ -385,14 +393,8 @@ fn parse(buf: &mut BytesMut) -> Next {
         return Next::Hyper;
     };
     // Where each piece is in `buf`, to be sliced out of it once it is frozen.
-    let start = buf.as_ptr() as usize;
-    let range = |s: &[u8]| {
-        let from = s.as_ptr() as usize - start;
-        from..from + s.len()
-    };
-    let path = range(path.as_bytes());
-    let count = parsed.headers.len();
-    let mut fields = Vec::with_capacity(count);
+    let path = range_in(buf, path.as_bytes());
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     let mut close = false;
     for h in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -408,19 +410,12 @@ fn parse(buf: &mut BytesMut) -> Next {
         if name == header::CONNECTION {
             close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
         }
-        fields.push((name, range(h.value)));
+        fields.push((name, range_in(buf, h.value)));
     }
     let head = buf.split_to(len).freeze();
-    let built = (|| {
-        let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
-        // Room for what the layers add (`x-request-id`) without growing.
-        let mut map = HeaderMap::with_capacity(count + HEADROOM);
-        for (name, value) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
-            map.append(name, value);
-        }
-        Some((uri, map))
-    })();
+    let built = Uri::from_maybe_shared(head.slice(path))
+        .ok()
+        .zip(header_map(&head, fields));
     let Some((uri, map)) = built else {
         // Something `http` refuses: back as it was, for hyper to answer.
         let rest = std::mem::replace(buf, BytesMut::from(&head[..]));
@@ -473,18 +468,16 @@ fn encode_head(
     let mut length = None;
     let mut date = false;
     for (name, value) in &parts.headers {
-        if *name == header::CONTENT_LENGTH {
-            if no_body {
-                // What a GET would have had (HEAD), or what did not change (304).
-                if bodiless_status {
-                    continue;
-                }
-            } else {
-                length = std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
-                continue;
-            }
+        if *name == header::CONTENT_LENGTH && !no_body {
+            // Written below, from the body's size when it is known.
+            length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            continue;
+        } else if *name == header::CONTENT_LENGTH && bodiless_status {
+            // A HEAD answer keeps what a GET would have had, and a 304 what did not change; 1xx
+            // and 204 have none.
+            continue;
         } else if *name == header::TRANSFER_ENCODING {
             continue;
         } else if *name == header::CONNECTION {
@@ -541,28 +534,17 @@ fn http_date(out: &mut Vec<u8>) {
 }
 
 /// The rest of the connection, from the request in `conn.read`, served by hyper.
-async fn hyper<S>(conn: Connection, shared: &Shared<S>)
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+async fn hyper<S: App>(conn: Connection, shared: &Shared<S>) {
     let Connection {
         io,
         read,
-        peer,
-        downstream,
+        extensions,
         ..
     } = conn;
     let service = shared.service.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
-        let extensions = req.extensions_mut();
-        extensions.insert(ConnectInfo(peer));
-        extensions.insert(downstream.clone());
+        req.extensions_mut().extend(extensions.clone());
         service.clone().call(req)
     });
     let io = TokioIo::new(Prefixed {

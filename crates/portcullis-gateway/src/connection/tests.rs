@@ -129,6 +129,16 @@ async fn read_until(io: &mut TcpStream, done: impl Fn(&str) -> bool) -> (String,
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
+/// Send `request`, then [`read_until`] `done`.
+async fn exchange(
+    io: &mut TcpStream,
+    request: impl AsRef<[u8]>,
+    done: impl Fn(&str) -> bool,
+) -> (String, bool) {
+    io.write_all(request.as_ref()).await.unwrap();
+    read_until(io, done).await
+}
+
 fn responses(text: &str) -> usize {
     text.matches("HTTP/1.1 ").count()
 }
@@ -137,10 +147,12 @@ fn responses(text: &str) -> usize {
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut io = server.connect().await;
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |t| t.ends_with("127.0.0.1 true")).await;
+    let (text, closed) = exchange(
+        &mut io,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET /peer HTTP/1.1\r\nhost: x\r\n\r\n",
+        |t| t.ends_with("127.0.0.1 true"),
+    )
+    .await;
     assert!(!closed);
     assert_eq!(responses(&text), 2, "{text}");
     let (first, second) = text.split_at(text.find("\r\n\r\n").unwrap() + 4);
@@ -152,10 +164,10 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert!(second.ends_with("\r\n\r\n127.0.0.1 true"), "{second}");
 
     // The same connection goes on.
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    let (text, closed) = exchange(&mut io, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("hello")
+    })
+    .await;
     assert!(!closed && text.starts_with("HTTP/1.1 200 OK"), "{text}");
 }
 
@@ -163,15 +175,15 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 async fn a_request_with_a_body_hands_the_rest_of_the_connection_to_hyper() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut io = server.connect().await;
-    io.write_all(
+    let (text, closed) = exchange(
+        &mut io,
         b"GET / HTTP/1.1\r\nhost: x\r\n\r\n\
           POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
           POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
           GET /peer HTTP/1.1\r\nhost: x\r\n\r\n",
+        |t| t.ends_with("127.0.0.1 true"),
     )
-    .await
-    .unwrap();
-    let (text, closed) = read_until(&mut io, |t| t.ends_with("127.0.0.1 true")).await;
+    .await;
     assert!(!closed, "{text}");
     assert_eq!(responses(&text), 4, "{text}");
     let bodies: Vec<&str> = text
@@ -193,8 +205,7 @@ async fn a_body_declared_any_way_is_never_read_as_the_next_request() {
         "GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
         smuggled.len()
     );
-    io.write_all(request.as_bytes()).await.unwrap();
-    let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    let (text, _) = exchange(&mut io, request.as_bytes(), |t| t.ends_with("hello")).await;
     assert_eq!(responses(&text), 1, "{text}");
     assert!(!text.contains("127.0.0.1"), "{text}");
     // Any other length is hyper's to read.
@@ -202,8 +213,7 @@ async fn a_body_declared_any_way_is_never_read_as_the_next_request() {
         let mut io = server.connect().await;
         let request =
             format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\nhello");
-        io.write_all(request.as_bytes()).await.unwrap();
-        let (text, _) = read_until(&mut io, |t| t.ends_with("bytes")).await;
+        let (text, _) = exchange(&mut io, request.as_bytes(), |t| t.ends_with("bytes")).await;
         assert!(text.ends_with("\r\n\r\n5 bytes"), "{length}: {text}");
     }
 }
@@ -212,10 +222,10 @@ async fn a_body_declared_any_way_is_never_read_as_the_next_request() {
 async fn bodies_of_unknown_size_are_chunked_and_a_failing_one_is_cut_short() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut io = server.connect().await;
-    io.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |t| t.ends_with("0\r\n\r\n")).await;
+    let (text, closed) = exchange(&mut io, b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("0\r\n\r\n")
+    })
+    .await;
     assert!(!closed);
     assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
     assert!(!text.contains("content-length"), "{text}");
@@ -224,10 +234,8 @@ async fn bodies_of_unknown_size_are_chunked_and_a_failing_one_is_cut_short() {
         "{text}"
     );
 
-    io.write_all(b"GET /fail HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |_| false).await;
+    let (text, closed) =
+        exchange(&mut io, b"GET /fail HTTP/1.1\r\nhost: x\r\n\r\n", |_| false).await;
     assert!(closed, "the connection ends");
     assert!(text.contains("7\r\npartial\r\n"), "{text}");
     assert!(!text.ends_with("0\r\n\r\n"), "never completed: {text}");
@@ -237,10 +245,12 @@ async fn bodies_of_unknown_size_are_chunked_and_a_failing_one_is_cut_short() {
 async fn head_answers_carry_no_body() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut io = server.connect().await;
-    io.write_all(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    let (text, _) = exchange(
+        &mut io,
+        b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        |t| t.ends_with("hello"),
+    )
+    .await;
     let (first, second) = text.split_at(text.find("\r\n\r\n").unwrap() + 4);
     assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
     assert!(
@@ -253,19 +263,23 @@ async fn head_answers_carry_no_body() {
 async fn connection_close_from_either_side_closes_after_the_answer() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut io = server.connect().await;
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |_| false).await;
+    let (text, closed) = exchange(
+        &mut io,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        |_| false,
+    )
+    .await;
     assert!(closed);
     assert!(text.contains("connection: close\r\n"), "{text}");
     assert!(text.ends_with("hello"), "{text}");
 
     let mut io = server.connect().await;
-    io.write_all(b"GET /close HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, closed) = read_until(&mut io, |_| false).await;
+    let (text, closed) = exchange(
+        &mut io,
+        b"GET /close HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        |_| false,
+    )
+    .await;
     assert!(closed);
     assert_eq!(responses(&text), 1, "{text}");
     assert!(text.ends_with("bye"), "{text}");
@@ -276,10 +290,10 @@ async fn what_is_not_served_here_is_served_by_hyper() {
     let server = Server::start(Duration::from_secs(30)).await;
     // Malformed: hyper's 400.
     let mut io = server.connect().await;
-    io.write_all(b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, _) = read_until(&mut io, |t| t.contains("\r\n\r\n")).await;
+    let (text, _) = exchange(&mut io, b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n", |t| {
+        t.contains("\r\n\r\n")
+    })
+    .await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
 
     // HTTP/1.0, an absolute-form target, a head above 16 KiB, more than 32 header lines.
@@ -292,8 +306,7 @@ async fn what_is_not_served_here_is_served_by_hyper() {
         format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n"),
     ] {
         let mut io = server.connect().await;
-        io.write_all(request.as_bytes()).await.unwrap();
-        let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+        let (text, _) = exchange(&mut io, request.as_bytes(), |t| t.ends_with("hello")).await;
         assert!(text.contains(" 200 OK\r\n"), "{text}");
     }
 
@@ -315,21 +328,22 @@ async fn what_is_not_served_here_is_served_by_hyper() {
 async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut idle = server.connect().await;
-    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut idle, |t| t.ends_with("hello")).await;
+    exchange(&mut idle, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("hello")
+    })
+    .await;
     let mut busy = server.connect().await;
     busy.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     // A connection hyper serves, idle too.
     let mut handed = server.connect().await;
-    handed
-        .write_all(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut handed, |t| t.ends_with("hello")).await;
+    exchange(
+        &mut handed,
+        b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n",
+        |t| t.ends_with("hello"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     server.shared.stop();
@@ -351,8 +365,7 @@ async fn slow_and_idle_connections_are_closed_after_the_client_timeout() {
     // A head that never ends.
     let mut io = server.connect().await;
     let started = std::time::Instant::now();
-    io.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let (_, closed) = read_until(&mut io, |_| false).await;
+    let (_, closed) = exchange(&mut io, b"GET / HTTP/1.1\r\n", |_| false).await;
     assert!(
         closed && started.elapsed() >= timeout,
         "{:?}",
@@ -363,15 +376,15 @@ async fn slow_and_idle_connections_are_closed_after_the_client_timeout() {
     // later: it waits on until its own deadline.
     let mut io = server.connect().await;
     let started = std::time::Instant::now();
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut io, |t| t.ends_with("hello")).await;
+    exchange(&mut io, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("hello")
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    let (text, _) = exchange(&mut io, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("hello")
+    })
+    .await;
     let second = std::time::Instant::now();
     assert_eq!(responses(&text), 1);
     let (_, closed) = read_until(&mut io, |_| false).await;
@@ -409,10 +422,10 @@ async fn a_client_that_leaves_cancels_its_request() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (text, _) = read_until(&mut io, |t| t.ends_with("hello")).await;
+    let (text, _) = exchange(&mut io, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", |t| {
+        t.ends_with("hello")
+    })
+    .await;
     assert!(
         text.contains("finished") && server.finished.load(Ordering::SeqCst),
         "{text}"

@@ -26,13 +26,12 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
-    request::Parts,
+    HeaderName, HeaderValue, Method, Response, StatusCode, Version, header, request::Parts,
 };
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use crate::wire::{HEADROOM, invalid, poll_read_more, read_more, tokens, write_all};
+use crate::wire::{header_map, invalid, poll_read_more, range_in, read_more, tokens, write_all};
 
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
@@ -132,13 +131,11 @@ where
     let no_body_expected = parts.method == Method::HEAD;
     let mut received_any = false;
     loop {
-        let parsed = match conn.read.is_empty() {
-            // Nothing to parse before the first read.
-            true => None,
-            false => match parse_head(&mut conn.read) {
-                Ok(parsed) => parsed,
-                Err(e) => return Err(SendError::Failed(e)),
-            },
+        // Nothing to parse before the first read.
+        let parsed = if conn.read.is_empty() {
+            None
+        } else {
+            parse_head(&mut conn.read).map_err(SendError::Failed)?
         };
         if let Some((head, framing)) = parsed {
             let framing = if no_body_expected {
@@ -288,9 +285,7 @@ fn parse_head_within<const N: usize>(
         let mut chunked = None;
         let mut length: Option<u64> = None;
         // The values are sliced out of the head once it is frozen: no copy of each.
-        let start = buf.as_ptr() as usize;
-        let count = parsed.headers.len();
-        let mut fields = Vec::with_capacity(count);
+        let mut fields = Vec::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| invalid("the upstream sent an invalid header name"))?;
@@ -314,17 +309,11 @@ fn parse_head_within<const N: usize>(
                     length = Some(n);
                 }
             }
-            let from = h.value.as_ptr() as usize - start;
-            fields.push((name, from..from + h.value.len()));
+            fields.push((name, range_in(buf, h.value)));
         }
         let head = buf.split_to(len).freeze();
-        // Room for what the gateway adds (`x-request-id`) without growing.
-        let mut map = HeaderMap::with_capacity(count + HEADROOM);
-        for (name, value) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(value))
-                .map_err(|_| invalid("the upstream sent an invalid header value"))?;
-            map.append(name, value);
-        }
+        let mut map = header_map(&head, fields)
+            .ok_or_else(|| invalid("the upstream sent an invalid header value"))?;
         let framing = if code == 204 || code == 304 {
             Framing::Length(0)
         } else {
@@ -559,6 +548,7 @@ fn line(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
 mod tests {
     use std::{collections::VecDeque, sync::Mutex, time::Duration};
 
+    use http::HeaderMap;
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
 
