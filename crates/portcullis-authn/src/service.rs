@@ -8,7 +8,7 @@ use http::{Request, Response, header::AUTHORIZATION};
 use portcullis_core::{
     Verification, VerifyCredential,
     audit::{AuditHandle, AuditLevel},
-    bearer_credential,
+    b64token, bearer_bytes,
 };
 use tower_service::Service;
 
@@ -73,8 +73,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let verification = match bearer_credential(req.headers()) {
-            Ok(credential) => self.verifier.verify(credential),
+        // A credential the verifier remembers is answered from its bytes; any other has its
+        // characters checked before it is verified.
+        let recalled =
+            bearer_bytes(req.headers()).and_then(|raw| match self.verifier.recall(raw) {
+                Some(remembered) => Ok(Verification::Ready(remembered)),
+                None => b64token(raw).map(|credential| self.verifier.verify(credential)),
+            });
+        let verification = match recalled {
+            Ok(verification) => verification,
             Err(err) => return ResponseFuture::reject(&err, &self.realm, &req),
         };
         // Layers after this one (tracing, proxies) must not print the credential.

@@ -15,7 +15,8 @@ use portcullis_authn::AuthenticateLayer;
 use portcullis_core::{AuthError, Principal, PrincipalKind, Verification, VerifyCredential};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 
-/// Knows `ready` (answered at once), `slow` (answered after a yield), `down` (an outage).
+/// Knows `ready` (answered at once), `slow` (answered after a yield), `down` (an outage), and
+/// remembers `remembered` and `remembered_expired`, which it would no longer verify.
 struct TestVerifier;
 
 impl VerifyCredential for TestVerifier {
@@ -31,6 +32,20 @@ impl VerifyCredential for TestVerifier {
                 Verification::Pending(Box::pin(async { Err(AuthError::unavailable("store")) }))
             }
             _ => Verification::Ready(Err(AuthError::invalid_token("the access token is invalid"))),
+        }
+    }
+
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        match credential {
+            b"remembered" => Some(Ok(Principal::builder(
+                PrincipalKind::User,
+                "user_remembered",
+            )
+            .build())),
+            b"remembered_expired" => {
+                Some(Err(AuthError::invalid_token("the access token expired")))
+            }
+            _ => None,
         }
     }
 }
@@ -72,7 +87,11 @@ async fn text(res: Response<Body>) -> String {
 #[tokio::test]
 async fn ready_and_pending_verifications_insert_the_principal() {
     let reached = Arc::new(AtomicUsize::new(0));
-    for (credential, who) in [("ready", "user_ready"), ("slow", "user_slow")] {
+    for (credential, who) in [
+        ("ready", "user_ready"),
+        ("slow", "user_slow"),
+        ("remembered", "user_remembered"),
+    ] {
         let res = stack(reached.clone())
             .oneshot(req(Some(&format!("Bearer {credential}"))))
             .await
@@ -80,7 +99,7 @@ async fn ready_and_pending_verifications_insert_the_principal() {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(text(res).await, who);
     }
-    assert_eq!(reached.load(Ordering::SeqCst), 2);
+    assert_eq!(reached.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
@@ -102,6 +121,18 @@ async fn refusals_never_reach_the_service() {
             Some("Bearer down"),
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
+        ),
+        // What the verifier remembers is answered from memory, refusals included.
+        (
+            Some("Bearer remembered_expired"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        ),
+        // Anything it does not remember still has its characters checked.
+        (
+            Some("Bearer remembered@"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_request",
         ),
     ];
     for (auth, status, error) in cases {

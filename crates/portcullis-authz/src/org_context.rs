@@ -320,7 +320,7 @@ where
 
 impl<S> OrgContext<S> {
     #[allow(clippy::result_large_err)]
-    fn check<B>(&self, req: Request<B>) -> Result<Request<B>, (AuthError, Request<B>)> {
+    fn check<B>(&self, mut req: Request<B>) -> Result<Request<B>, (AuthError, Request<B>)> {
         let Some(principal) = req.extensions().get::<Principal>() else {
             return Err((
                 AuthError::Misconfigured {
@@ -360,10 +360,10 @@ impl<S> OrgContext<S> {
                 req,
             ));
         }
-        let (mut parts, body) = req.into_parts();
         if let Some(param) = &self.config.path_param
             && by_template.is_none()
         {
+            let (mut parts, body) = req.into_parts();
             let named_ok = match RawPathParams::from_request_parts(&mut parts, &()).now_or_never() {
                 Some(Ok(params)) => params
                     .iter()
@@ -389,9 +389,10 @@ impl<S> OrgContext<S> {
                     Request::from_parts(parts, body),
                 ));
             }
+            req = Request::from_parts(parts, body);
         }
-        parts.extensions.insert::<OrgId>(org);
-        Ok(Request::from_parts(parts, body))
+        req.extensions_mut().insert::<OrgId>(org);
+        Ok(req)
     }
 }
 

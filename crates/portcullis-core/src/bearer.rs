@@ -28,6 +28,46 @@ pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 /// assert!(matches!(bearer_credential(&headers), Err(AuthError::InvalidRequest { .. })));
 /// ```
 pub fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
+    b64token(bearer_bytes(headers)?)
+}
+
+/// `credential` (from [`bearer_bytes`]) once its characters are checked: RFC 6750's `b64token`,
+/// else [`AuthError::InvalidRequest`].
+///
+/// ```
+/// use portcullis_core::b64token;
+///
+/// assert_eq!(b64token(b"abc.def-_~+/==").unwrap(), "abc.def-_~+/==");
+/// assert!(b64token(b"a@b").is_err());
+/// ```
+pub fn b64token(credential: &[u8]) -> Result<&str, AuthError> {
+    if !is_b64token(credential) {
+        return Err(AuthError::invalid_request(
+            "the bearer credential is malformed",
+        ));
+    }
+    // b64token bytes are ASCII, so this only confirms what was checked (on std's fast ASCII path).
+    std::str::from_utf8(credential)
+        .map_err(|_| AuthError::invalid_request("the bearer credential is malformed"))
+}
+
+/// The credential of the request's `Authorization: Bearer …` header as bytes, refused as
+/// [`bearer_credential`] refuses it except that its characters are **not** checked.
+///
+/// This is for asking a verifier to [recall](crate::VerifyCredential::recall) a credential it
+/// verified before, which compares the bytes whole: a credential seen before skips the
+/// character check. Anything else must use [`bearer_credential`].
+///
+/// ```
+/// use http::HeaderMap;
+/// use portcullis_core::{AuthError, bearer_bytes, bearer_credential};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("authorization", "Bearer a@b".parse().unwrap());
+/// assert_eq!(bearer_bytes(&headers).unwrap(), b"a@b");
+/// assert!(matches!(bearer_credential(&headers), Err(AuthError::InvalidRequest { .. })));
+/// ```
+pub fn bearer_bytes(headers: &HeaderMap) -> Result<&[u8], AuthError> {
     const SCHEME: &[u8] = b"bearer";
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::MissingCredential)?;
@@ -55,14 +95,7 @@ pub fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
     if credential.is_empty() {
         return Err(AuthError::invalid_request("the bearer credential is empty"));
     }
-    if !is_b64token(credential) {
-        return Err(AuthError::invalid_request(
-            "the bearer credential is malformed",
-        ));
-    }
-    // b64token bytes are ASCII, so this only confirms what was checked (on std's fast ASCII path).
-    std::str::from_utf8(credential)
-        .map_err(|_| AuthError::invalid_request("the bearer credential is malformed"))
+    Ok(credential)
 }
 
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -92,7 +125,11 @@ mod tests {
         for v in values {
             h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
         }
-        bearer_credential(&h).map(str::to_owned)
+        let checked = bearer_credential(&h);
+        if let Ok(credential) = checked {
+            assert_eq!(bearer_bytes(&h).unwrap(), credential.as_bytes());
+        }
+        checked.map(str::to_owned)
     }
 
     #[test]
@@ -129,6 +166,18 @@ mod tests {
                 matches!(parse(bad), Err(AuthError::InvalidRequest { .. })),
                 "{bad:?}"
             );
+        }
+        // The framing is refused by both readers; only the characters are left to the first.
+        for framing in [
+            &[&b"Bearer a"[..], b"Bearer b"][..],
+            &[b"Bearer "],
+            &[b"Basic x"],
+        ] {
+            let mut h = HeaderMap::new();
+            for v in framing {
+                h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+            }
+            assert!(bearer_bytes(&h).is_err(), "{framing:?}");
         }
         let big = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN + 1));
         assert!(matches!(

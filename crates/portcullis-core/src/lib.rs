@@ -24,7 +24,7 @@ mod principal;
 mod scope;
 mod verify;
 
-pub use bearer::{MAX_CREDENTIAL_LEN, bearer_credential};
+pub use bearer::{MAX_CREDENTIAL_LEN, b64token, bearer_bytes, bearer_credential};
 pub use error::{AuthError, ConfigError, DEFAULT_REALM, REQUEST_ID_HEADER, RequestId};
 pub use extract::{ExtractRejection, Scopes};
 pub use org::{

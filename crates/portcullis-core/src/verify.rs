@@ -63,11 +63,29 @@ pub trait VerifyCredential: Send + Sync + 'static {
         let _ = credential;
         true
     }
+
+    /// The answer [`verify`](Self::verify) would give for a credential this verifier verified
+    /// before and still remembers, or `None` (the default) when it does not remember it.
+    ///
+    /// The authentication layer asks this first, with the credential's bytes before their
+    /// characters are checked ([`bearer_bytes`](crate::bearer_bytes)), so that a credential seen
+    /// before costs one cache lookup. An implementation must therefore answer only for the very
+    /// bytes of a credential it verified itself (compared whole, in constant time), and apply
+    /// every check that `verify` applies to a remembered credential (expiry, revocation).
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        let _ = credential;
+        None
+    }
 }
 
 impl<V: VerifyCredential + ?Sized> VerifyCredential for Arc<V> {
     fn verify(&self, credential: &str) -> Verification {
         (**self).verify(credential)
+    }
+
+    #[inline]
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        (**self).recall(credential)
     }
 
     fn accepts(&self, credential: &str) -> bool {
@@ -91,6 +109,11 @@ impl<V: VerifyCredential> VerifyCredential for Option<V> {
     fn accepts(&self, credential: &str) -> bool {
         self.as_ref().is_some_and(|v| v.accepts(credential))
     }
+
+    #[inline]
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        self.as_ref()?.recall(credential)
+    }
 }
 
 impl<A: VerifyCredential, B: VerifyCredential> VerifyCredential for (A, B) {
@@ -105,6 +128,14 @@ impl<A: VerifyCredential, B: VerifyCredential> VerifyCredential for (A, B) {
 
     fn accepts(&self, credential: &str) -> bool {
         self.0.accepts(credential) || self.1.accepts(credential)
+    }
+
+    /// Either one's: each answers only for credentials it verified itself.
+    #[inline]
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        self.0
+            .recall(credential)
+            .or_else(|| self.1.recall(credential))
     }
 }
 
@@ -140,5 +171,32 @@ mod tests {
             some.verify("eyJ.x.y").resolve().await.unwrap().subject(),
             "eyJ.x.y"
         );
+    }
+
+    /// Remembers one credential.
+    struct Remembers(&'static [u8]);
+
+    impl VerifyCredential for Remembers {
+        fn verify(&self, _: &str) -> Verification {
+            Verification::Ready(Err(AuthError::invalid_token("not remembered")))
+        }
+        fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+            (credential == self.0)
+                .then(|| Ok(Principal::builder(PrincipalKind::User, "remembered").build()))
+        }
+    }
+
+    #[test]
+    fn recall_reaches_whichever_verifier_remembers() {
+        let pair = (Prefixed("key_"), Some(Arc::new(Remembers(b"eyJ.a.b"))));
+        let recalled = pair.recall(b"eyJ.a.b").unwrap().unwrap();
+        assert_eq!(recalled.subject(), "remembered");
+        assert!(pair.recall(b"eyJ.a.c").is_none());
+        assert!(
+            pair.0.recall(b"key_1").is_none(),
+            "the default remembers nothing"
+        );
+        let none: (Prefixed, Option<Remembers>) = (Prefixed("key_"), None);
+        assert!(none.recall(b"eyJ.a.b").is_none());
     }
 }

@@ -167,21 +167,12 @@ impl JwtVerifier {
 
 impl VerifyCredential for JwtVerifier {
     fn verify(&self, token: &str) -> Verification {
+        if let Some(remembered) = self.recall(token.as_bytes()) {
+            return Verification::Ready(remembered);
+        }
         let shared = &self.0;
         let now = unix_now();
-        let hash = shared.cache_key(token);
-        if let Some(cache) = &shared.tokens
-            && let Some(hit) = cache.get(&hash)
-            && hit.key_generation == shared.key_generation.load(Ordering::Acquire)
-            && constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
-        {
-            return Verification::Ready(if now < hit.exp.saturating_add(shared.leeway) {
-                Ok(hit.principal.clone())
-            } else {
-                cache.remove(&hash);
-                Err(AuthError::invalid_token("the access token expired"))
-            });
-        }
+        let hash = shared.cache_key(token.as_bytes());
         match shared.check(token, now, true) {
             Step::Done(result) => Verification::Ready(shared.remember(hash, token, result)),
             Step::Fetch { issuer, seen } => {
@@ -198,14 +189,38 @@ impl VerifyCredential for JwtVerifier {
             }
         }
     }
+
+    /// A token verified before (with the current keys), compared whole in constant time: its
+    /// principal, or `invalid_token` once it has expired.
+    fn recall(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
+        // A JWS header is a JSON object, `{"` in base64url: anything else (an API key) is not
+        // looked up.
+        if !token.starts_with(b"eyJ") {
+            return None;
+        }
+        let shared = &self.0;
+        let cache = shared.tokens.as_ref()?;
+        let hash = shared.cache_key(token);
+        let hit = cache.get(&hash)?;
+        if hit.key_generation != shared.key_generation.load(Ordering::Acquire)
+            || !constant_time_eq::constant_time_eq(hit.token.as_bytes(), token)
+        {
+            return None;
+        }
+        Some(if unix_now() < hit.exp.saturating_add(shared.leeway) {
+            Ok(hit.principal.clone())
+        } else {
+            cache.remove(&hash);
+            Err(AuthError::invalid_token("the access token expired"))
+        })
+    }
 }
 
 impl Shared {
     /// The cache key of a token: a keyed hash of its last 64 bytes (its signature, unique per
     /// token). A hit is only used after the whole token compares equal, so a collision can cost a
     /// verification but never authenticate.
-    fn cache_key(&self, token: &str) -> u64 {
-        let bytes = token.as_bytes();
+    fn cache_key(&self, bytes: &[u8]) -> u64 {
         self.hasher
             .hash_one(&bytes[bytes.len().saturating_sub(64)..])
     }

@@ -6,7 +6,7 @@ mod support;
 use std::{sync::atomic::Ordering, time::Duration};
 
 use http::StatusCode;
-use portcullis_core::AuthError;
+use portcullis_core::{AuthError, VerifyCredential};
 use portcullis_jwt::{Issuer, JwtVerifier};
 use support::*;
 use tower::ServiceExt;
@@ -106,9 +106,19 @@ async fn a_cached_token_expires_with_its_exp() {
         claims(&server.issuer()),
         serde_json::json!({"exp": now() + 2}),
     ));
+    assert!(verifier.recall(t.as_bytes()).is_none(), "not verified yet");
     assert!(verifier.verify_token(&t).await.is_ok());
     assert!(verifier.verify_token(&t).await.is_ok(), "from the cache");
+    let recalled = verifier.recall(t.as_bytes()).expect("remembered");
+    assert!(recalled.is_ok());
+    let mut altered = t.clone().into_bytes();
+    altered[10] ^= 1;
+    assert!(verifier.recall(&altered).is_none(), "only the very bytes");
     tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(
+        matches!(verifier.recall(t.as_bytes()), Some(Err(_))),
+        "never past exp"
+    );
     assert!(
         verifier.verify_token(&t).await.is_err(),
         "never past exp, cached or not"
@@ -157,6 +167,10 @@ async fn a_withdrawn_key_stops_cached_tokens() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let other = b.token_with(serde_json::json!({"kid": "new"}), &claims(&server.issuer()));
     let _ = verifier.verify_token(&other).await;
+    assert!(
+        verifier.recall(t.as_bytes()).is_none(),
+        "forgotten with the key"
+    );
     assert!(
         verifier.verify_token(&t).await.is_err(),
         "the cached token is verified again"

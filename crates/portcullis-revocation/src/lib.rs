@@ -49,7 +49,7 @@ pub mod webhook;
 pub use list::{Revocation, RevocationList, Target};
 pub use store::{RevocationStore, RevocationWatch};
 
-use portcullis_core::{Verification, VerifyCredential};
+use portcullis_core::{AuthError, Principal, Verification, VerifyCredential};
 
 /// A verifier whose principals are checked against a [`RevocationList`] on every request (and,
 /// with a store, noted as seen); see the [crate docs](crate).
@@ -89,14 +89,7 @@ impl<V: VerifyCredential> VerifyCredential for Revocable<V> {
     #[inline]
     fn verify(&self, credential: &str) -> Verification {
         match self.inner.verify(credential) {
-            Verification::Ready(Ok(principal)) => {
-                let checked = self.list.check(&principal).map(|()| principal);
-                if let (Ok(p), Some(store)) = (&checked, &self.store) {
-                    store.mark_seen(p);
-                }
-                Verification::Ready(checked)
-            }
-            Verification::Ready(Err(e)) => Verification::Ready(Err(e)),
+            Verification::Ready(verified) => Verification::Ready(self.checked(verified)),
             Verification::Pending(pending) => {
                 let list = self.list.clone();
                 let store = self.store.clone();
@@ -114,5 +107,26 @@ impl<V: VerifyCredential> VerifyCredential for Revocable<V> {
 
     fn accepts(&self, credential: &str) -> bool {
         self.inner.accepts(credential)
+    }
+
+    /// `inner`'s recall, checked as [`verify`](VerifyCredential::verify) checks: a remembered
+    /// token of a revoked session is refused all the same.
+    #[inline]
+    fn recall(&self, credential: &[u8]) -> Option<Result<Principal, AuthError>> {
+        self.inner
+            .recall(credential)
+            .map(|verified| self.checked(verified))
+    }
+}
+
+impl<V> Revocable<V> {
+    /// `verified` if it is not revoked, noted as seen.
+    fn checked(&self, verified: Result<Principal, AuthError>) -> Result<Principal, AuthError> {
+        let principal = verified?;
+        self.list.check(&principal)?;
+        if let Some(store) = &self.store {
+            store.mark_seen(&principal);
+        }
+        Ok(principal)
     }
 }

@@ -2,7 +2,6 @@
 
 use std::{
     collections::HashMap,
-    hash::BuildHasher,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -417,8 +416,11 @@ impl Drop for RevocationWatch {
 /// Last-seen minutes per (user, org), deduplicated in memory and queued for a batched write.
 #[derive(Debug)]
 struct SeenUsers {
+    /// The minute each (user, org) was last queued, by a keyed hash of the pair: a collision
+    /// (one in 2^64 per pair, not chosen by a client) can only cost last-seen writes.
     recent: quick_cache::sync::Cache<u64, i64>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Keyed per process, and cheaper than SipHash on this per-request path.
+    hasher: ahash::RandomState,
     pending: Mutex<HashMap<(String, String), i64>>,
 }
 
@@ -426,7 +428,7 @@ impl Default for SeenUsers {
     fn default() -> Self {
         Self {
             recent: quick_cache::sync::Cache::new(100_000),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: ahash::RandomState::new(),
             pending: Mutex::default(),
         }
     }

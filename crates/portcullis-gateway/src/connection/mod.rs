@@ -162,7 +162,9 @@ pub(crate) async fn run<S: App>(io: TcpStream, peer: SocketAddr, shared: Arc<Sha
             Next::Partial | Next::End => return,
         };
         let head = req.method() == Method::HEAD;
-        let Some(res) = conn.serve(shared.service.clone().call(req)).await else {
+        // Pinned here, not moved into `serve`: the composed future is large.
+        let call = pin!(shared.service.clone().call(req));
+        let Some(res) = conn.serve(call).await else {
             // The client left: its request is dropped, as hyper drops it.
             return;
         };
@@ -269,11 +271,10 @@ impl Connection {
     /// The response of `call`; `None` when the client closes the connection first (hyper's
     /// "unexpected EOF on busy connection"), which cancels the request. Bytes that arrive
     /// meanwhile (a pipelined request) are kept, and end the watch for a close, as in hyper.
-    async fn serve<F>(&mut self, call: F) -> Option<Response<Body>>
+    async fn serve<F>(&mut self, mut call: Pin<&mut F>) -> Option<Response<Body>>
     where
         F: Future<Output = Result<Response<Body>, Infallible>>,
     {
-        let mut call = pin!(call);
         poll_fn(|cx| {
             if let Poll::Ready(res) = call.as_mut().poll(cx) {
                 return Poll::Ready(match res {
