@@ -151,21 +151,17 @@ where
         // Layers deciding sensitive actions record them through the same sink.
         req.extensions_mut()
             .insert(AuditHandle(self.handle.clone(), self.level));
-        let request_id = RequestId::from_headers(req.headers());
-        // The caller's id when it is echoed, else the fresh one, on the request for the layers
+        // The caller's id when it is echoed, else a fresh one, on the request for the layers
         // and services behind.
-        let header = match req.headers().get(REQUEST_ID) {
-            Some(echoed) if echoed.as_bytes() == request_id.as_bytes() => echoed.clone(),
-            _ => {
-                let fresh =
-                    HeaderValue::from_str(&request_id).expect("a request id is a header value");
-                req.headers_mut().insert(REQUEST_ID, fresh.clone());
-                fresh
-            }
-        };
+        let echoed = req.headers().get(REQUEST_ID).and_then(RequestId::echo);
+        let request_id = echoed.unwrap_or_else(|| {
+            let fresh = RequestId::generate();
+            req.headers_mut()
+                .insert(REQUEST_ID, fresh.header_value().clone());
+            fresh
+        });
         let context = RequestFacts {
             request_id,
-            header,
             method: req.method().clone(),
             uri: req.uri().clone(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
@@ -188,7 +184,6 @@ where
 #[derive(Debug)]
 struct RequestFacts {
     request_id: RequestId,
-    header: HeaderValue,
     method: Method,
     uri: Uri,
     user_agent: Option<HeaderValue>,
@@ -227,7 +222,7 @@ where
                     let context = context.take().expect("polled after completion");
                     res.headers_mut()
                         .entry(REQUEST_ID)
-                        .or_insert(context.header.clone());
+                        .or_insert_with(|| context.request_id.header_value().clone());
                     let Some(event) = refusal_event(&res, &context) else {
                         return Poll::Ready(Ok(res));
                     };

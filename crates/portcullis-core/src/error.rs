@@ -286,8 +286,10 @@ impl IntoResponse for AuthError {
 }
 
 /// A request id: the request's `x-request-id` when it is sane, else a fresh UUIDv7.
+///
+/// Kept as the header value it is sent as, so that echoing it costs no copy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RequestId(Box<str>);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The longest incoming request id that is echoed.
@@ -300,15 +302,28 @@ impl RequestId {
 
     /// The request id of a request whose `x-request-id` is `value`.
     pub fn from_value(value: Option<&HeaderValue>) -> Self {
-        value
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= Self::MAX_LEN
-                    && v.bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            })
-            .map_or_else(Self::generate, |v| Self(v.into()))
+        value.and_then(Self::echo).unwrap_or_else(Self::generate)
+    }
+
+    /// The id an incoming `x-request-id` names, when it is echoed: 1 to
+    /// [`MAX_LEN`](Self::MAX_LEN) visible ASCII characters other than `"` and `\`.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use portcullis_core::RequestId;
+    ///
+    /// let echoed = RequestId::echo(&HeaderValue::from_static("req-42")).unwrap();
+    /// assert_eq!(echoed.as_str(), "req-42");
+    /// assert!(RequestId::echo(&HeaderValue::from_static("two words")).is_none());
+    /// ```
+    pub fn echo(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let sane = !bytes.is_empty()
+            && bytes.len() <= Self::MAX_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\');
+        sane.then(|| Self(value.clone()))
     }
 
     /// A fresh UUIDv7.
@@ -322,11 +337,18 @@ impl RequestId {
         }
         let id = uuid::Uuid::new_v7(uuid::Timestamp::now(ThreadLocalContext::new(&CONTEXT)));
         let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
-        Self(id.hyphenated().encode_lower(&mut buf).into())
+        let text = id.hyphenated().encode_lower(&mut buf);
+        Self(HeaderValue::from_str(text).expect("a hyphenated UUID is a header value"))
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
+        // Visible ASCII, checked when it was made.
+        std::str::from_utf8(self.0.as_bytes()).expect("a request id is ASCII")
+    }
+
+    /// The id as the `x-request-id` value it is sent as.
+    pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
 }
@@ -334,13 +356,19 @@ impl RequestId {
 impl std::ops::Deref for RequestId {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<RequestId> for HeaderValue {
+    fn from(id: RequestId) -> Self {
+        id.0
     }
 }
 

@@ -33,11 +33,6 @@ pub(crate) async fn write_all(io: &TcpStream, mut buf: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
-/// Read what has arrived into `buf`; 0 at the end of the stream.
-pub(crate) async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_more(io, buf, cx)).await
-}
-
 /// Read what has arrived into `buf`. Through `AsyncRead`, whose short read (the socket's buffer
 /// drained) clears the readiness: a later `try_read` on an idle socket then costs no system
 /// call.

@@ -13,10 +13,15 @@
 //! forwarded). A connection is reused only after a complete HTTP/1.1 response that did not ask
 //! to close, with nothing after it. Anything malformed is an error: 502 before the head, an
 //! aborted body after it. Heads are limited to 64 KiB and 100 headers.
+//!
+//! Each request has a deadline for its response head. A connection keeps one timer for all its
+//! requests, re-armed only when it fires before the deadline of the request then waiting (as the
+//! downstream connection loop does): a request costs a clock read, not a timer registration.
 
 use std::{
+    future::{Future, poll_fn},
     io,
-    pin::Pin,
+    pin::{Pin, pin},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -29,9 +34,12 @@ use http::{
     HeaderName, HeaderValue, Method, Response, StatusCode, Version, header, request::Parts,
 };
 use http_body::{Frame, SizeHint};
-use tokio::net::TcpStream;
+use tokio::{
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 
-use crate::wire::{header_map, invalid, poll_read_more, range_in, read_more, tokens, write_all};
+use crate::wire::{header_map, invalid, poll_read_more, range_in, tokens, write_all};
 
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
@@ -48,20 +56,44 @@ pub(super) struct Connection {
     io: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
+    /// Set for the deadline of a request, or an earlier one's.
+    timer: Pin<Box<Sleep>>,
     _open: Open,
 }
 
 impl Connection {
-    /// A connection over `io`, counted in `open` while it lives.
-    pub(super) fn new(io: TcpStream, open: &Arc<AtomicUsize>) -> Self {
+    /// A connection over `io`, counted in `open` while it lives, for a first request due by
+    /// `deadline`.
+    pub(super) fn new(io: TcpStream, open: &Arc<AtomicUsize>, deadline: Instant) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         Self {
             io,
             read: BytesMut::new(),
             write: Vec::with_capacity(1024),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
             _open: Open(open.clone()),
         }
     }
+}
+
+/// `poll` once it is ready; `None` once `deadline` has passed. The timer may be set for an
+/// earlier deadline: when it fires, it is re-armed for this one.
+fn within<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+    poll: Poll<T>,
+) -> Poll<Option<T>> {
+    if let Poll::Ready(value) = poll {
+        return Poll::Ready(Some(value));
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 impl Connection {
@@ -92,14 +124,8 @@ pub(super) enum SendError {
     /// processed, so a request that may be repeated can go again on a new connection.
     Closed(io::Error),
     Failed(io::Error),
-}
-
-impl SendError {
-    pub(super) fn into_io(self) -> io::Error {
-        match self {
-            Self::Closed(e) | Self::Failed(e) => e,
-        }
-    }
+    /// No response head by the deadline.
+    TimedOut,
 }
 
 /// Whether `parts` may be forwarded here: no body, as the request's headers say.
@@ -113,20 +139,34 @@ pub(super) fn eligible(parts: &Parts, body_ended: bool) -> bool {
 }
 
 /// Send the head of `parts` (origin-form URI, headers already prepared) and read the response
-/// head. The body is read from the returned [`Body`], which hands the connection to `reuse` once
-/// the response is complete and the connection may carry another request.
+/// head by `deadline`. The body is read from the returned [`Body`], which hands the connection
+/// to `reuse` once the response is complete and the connection may carry another request.
 pub(super) async fn send<F>(
     mut conn: Connection,
     parts: &Parts,
     extra: &super::Extra,
+    deadline: Instant,
     reuse: F,
 ) -> Result<Response<Body<F>>, SendError>
 where
     F: FnOnce(Connection) + Unpin,
 {
+    if conn.timer.deadline() > deadline {
+        conn.timer.as_mut().reset(deadline);
+    }
     encode(parts, extra, &mut conn.write);
-    if let Err(e) = write_all(&conn.io, &conn.write).await {
-        return Err(SendError::Closed(e));
+    let written = {
+        let mut write = pin!(write_all(&conn.io, &conn.write));
+        poll_fn(|cx| {
+            let written = write.as_mut().poll(cx);
+            within(&mut conn.timer, deadline, cx, written)
+        })
+        .await
+    };
+    match written {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(SendError::Closed(e)),
+        None => return Err(SendError::TimedOut),
     }
     let no_body_expected = parts.method == Method::HEAD;
     let mut received_any = false;
@@ -158,7 +198,11 @@ where
             }
             return Ok(Response::from_parts(parts, body));
         }
-        match read_more(&mut conn.io, &mut conn.read).await {
+        let read = poll_fn(|cx| {
+            let read = poll_read_more(&mut conn.io, &mut conn.read, cx);
+            within(&mut conn.timer, deadline, cx, read)
+        });
+        match read.await.ok_or(SendError::TimedOut)? {
             Ok(0) if !received_any && conn.read.is_empty() => {
                 return Err(SendError::Closed(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -628,9 +672,14 @@ mod tests {
 
     type Returned = Arc<Mutex<Option<Connection>>>;
 
+    /// A deadline no test reaches.
+    fn in_a_while() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
     async fn connect(addr: std::net::SocketAddr) -> Connection {
         let io = TcpStream::connect(addr).await.unwrap();
-        Connection::new(io, &Arc::new(AtomicUsize::new(0)))
+        Connection::new(io, &Arc::new(AtomicUsize::new(0)), in_a_while())
     }
 
     /// Send `parts` on `conn`; the status, headers and whole body, and whether the connection
@@ -649,7 +698,7 @@ mod tests {
     > {
         let returned: Returned = Arc::default();
         let back = returned.clone();
-        let res = send(conn, parts, &extra(), move |conn| {
+        let res = send(conn, parts, &extra(), in_a_while(), move |conn| {
             *back.lock().unwrap() = Some(conn);
         })
         .await?;
@@ -918,5 +967,55 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         assert!(!eligible(&chunked, true));
+    }
+
+    #[tokio::test]
+    async fn each_request_has_its_own_deadline_on_one_timer() {
+        let late = || Answer {
+            // The head completes 20 ms after its first line.
+            pieces: vec![b"HTTP/1.1 200 OK\r\n", b"content-length: 0\r\n\r\n"],
+            close: false,
+        };
+        let (addr, _) = upstream(vec![
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            late(),
+            late(),
+        ])
+        .await;
+        let get = request(Method::GET, "/");
+        let io = TcpStream::connect(addr).await.unwrap();
+        let first = Instant::now() + Duration::from_millis(50);
+        let conn = Connection::new(io, &Arc::new(AtomicUsize::new(0)), first);
+        let roundtrip_by = |conn, deadline| {
+            let returned: Returned = Arc::default();
+            let back = returned.clone();
+            let get = get.clone();
+            async move {
+                let res = send(conn, &get, &extra(), deadline, move |conn| {
+                    *back.lock().unwrap() = Some(conn);
+                })
+                .await?;
+                let status = res.status();
+                drop(res);
+                let conn = returned.lock().unwrap().take();
+                Ok::<_, SendError>((status, conn))
+            }
+        };
+        let (status, conn) = roundtrip_by(conn, first).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // The first deadline passes (its timer fires) while the connection is idle.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let later = Instant::now() + Duration::from_secs(5);
+        let (status, conn) = roundtrip_by(conn.expect("reusable"), later).await.unwrap();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a timer that fired earlier is re-armed"
+        );
+        // A deadline before the timer's: the timer is brought forward.
+        let soon = Instant::now() + Duration::from_millis(5);
+        let res = roundtrip_by(conn.expect("reusable"), soon).await;
+        assert!(matches!(res, Err(SendError::TimedOut)), "{res:?}");
+        assert!(Instant::now() < later, "answered by the earlier deadline");
     }
 }

@@ -53,6 +53,7 @@ use portcullis_core::{
     Principal, RequestId,
     audit::{AuditEvent, AuditHandle, Outcome},
 };
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::assertion::{ASSERTION, Assertions};
@@ -72,7 +73,6 @@ pub const ORG_ROLE: HeaderName = HeaderName::from_static("x-portcullis-org-role"
 /// The scopes, space separated.
 pub const SCOPES: HeaderName = HeaderName::from_static("x-portcullis-scopes");
 
-const REQUEST_ID: HeaderName = HeaderName::from_static(portcullis_core::REQUEST_ID_HEADER);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -180,40 +180,29 @@ impl Proxy {
     }
 
     async fn forward(self, req: Request<Body>) -> Response<Body> {
-        // What a failure's answer and audit event need; cheap reference-counted copies.
-        let request_id = req.headers().get(REQUEST_ID).cloned();
-        let audit = req.extensions().get::<AuditHandle>().cloned();
-        let principal = req.extensions().get::<Principal>().cloned();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let downstream = req.extensions().get::<Downstream>().cloned();
-        let (upstream_req, extra) = match self.upstream_request(req, downstream.as_ref()) {
+        let (parts, body, extra) = match self.upstream_request(req) {
             Ok(r) => r,
             Err(response) => return response,
         };
-        let failure = match tokio::time::timeout(
-            self.target.timeout,
-            self.send(downstream, upstream_req, &extra),
-        )
-        .await
-        {
-            Ok(Ok(mut res)) => {
+        let deadline = Instant::now() + self.target.timeout;
+        let failure = match self.send(&parts, body, &extra, deadline).await {
+            Ok(mut res) => {
                 scrub(res.headers_mut(), Scrub::Response);
-                return res.map(Body::new);
+                return res;
             }
-            Ok(Err(e)) => {
-                tracing::warn!(target: "portcullis::proxy", error = %e, "upstream request failed");
-                Failure::Unreachable
-            }
-            Err(_) => Failure::Timeout,
+            Err(failure) => failure,
         };
-        let request_id = RequestId::from_value(request_id.as_ref());
-        let path = uri.path();
-        if let Some(AuditHandle(sink, _)) = audit {
+        // What the answer and the audit event need is still in the request's parts: its id
+        // (forwarded), the audit handle and the principal (in its extensions), and its path
+        // (behind the upstream's base path).
+        let request_id = RequestId::from_headers(&parts.headers);
+        let path = parts.uri.path();
+        let path = path.strip_prefix(&*self.target.base_path).unwrap_or(path);
+        if let Some(AuditHandle(sink, _)) = parts.extensions.get::<AuditHandle>() {
             let mut event = AuditEvent::new("proxy.upstream_failed", Outcome::Failure)
                 .reason(failure.code())
-                .request(&request_id, &method, path);
-            if let Some(p) = &principal {
+                .request(&request_id, &parts.method, path);
+            if let Some(p) = parts.extensions.get::<Principal>() {
                 event = event.by(p);
             }
             if sink.record(event).await.is_err() {
@@ -228,30 +217,35 @@ impl Proxy {
     pub const MAX_DEDICATED: usize = 1024;
 
     /// Send a request without a body over the downstream connection's own upstream
-    /// connection when it has one free (or may open one), anything else through the pool.
+    /// connection when it has one free (or may open one), anything else through the pool; the
+    /// response head by `deadline`.
     ///
     /// Only the reuse of an open connection is inline; opening one and the pool are boxed, so
     /// that the common request's future stays small.
     async fn send(
         &self,
-        downstream: Option<Downstream>,
-        req: Request<Body>,
+        parts: &http::request::Parts,
+        body: Body,
         extra: &Extra,
-    ) -> Result<Response<Body>, BoxError> {
-        let (parts, body) = req.into_parts();
-        let Some(downstream) = downstream.filter(|_| h1::eligible(&parts, body.is_end_stream()))
+        deadline: Instant,
+    ) -> Result<Response<Body>, Failure> {
+        let Some(downstream) = parts
+            .extensions
+            .get::<Downstream>()
+            .filter(|_| h1::eligible(parts, body.is_end_stream()))
         else {
-            return Box::pin(self.pooled(Request::from_parts(parts, body), extra)).await;
+            return Box::pin(self.pooled(parts, body, extra, deadline)).await;
         };
         match downstream.lease() {
-            Lease::Busy => Box::pin(self.pooled(Request::from_parts(parts, body), extra)).await,
-            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts, extra)).await,
+            Lease::Busy => Box::pin(self.pooled(parts, body, extra, deadline)).await,
+            Lease::Vacant(lease) => Box::pin(self.dedicated(lease, parts, extra, deadline)).await,
             Lease::Idle(lease, mut conn) => {
                 if conn.closed_while_idle() {
                     drop(conn);
-                    return Box::pin(self.dedicated(lease, parts, extra)).await;
+                    return Box::pin(self.dedicated(lease, parts, extra, deadline)).await;
                 }
-                match h1::send(conn, &parts, extra, move |conn| lease.release(conn)).await {
+                let reuse = move |conn| lease.release(conn);
+                match h1::send(conn, parts, extra, deadline, reuse).await {
                     Ok(res) => Ok(res.map(Body::new)),
                     // The upstream closed the idle connection (its keep-alive timeout, say) just
                     // as the request went out: one that may be repeated goes again on a new
@@ -259,15 +253,12 @@ impl Proxy {
                     Err(h1::SendError::Closed(_)) if parts.method.is_idempotent() => {
                         match downstream.lease() {
                             Lease::Vacant(lease) => {
-                                Box::pin(self.dedicated(lease, parts, extra)).await
+                                Box::pin(self.dedicated(lease, parts, extra, deadline)).await
                             }
-                            _ => {
-                                let req = Request::from_parts(parts, body);
-                                Box::pin(self.pooled(req, extra)).await
-                            }
+                            _ => Box::pin(self.pooled(parts, body, extra, deadline)).await,
                         }
                     }
-                    Err(e) => Err(e.into_io().into()),
+                    Err(e) => Err(e.into()),
                 }
             }
         }
@@ -277,47 +268,64 @@ impl Proxy {
     async fn dedicated(
         &self,
         lease: SlotLease,
-        parts: http::request::Parts,
+        parts: &http::request::Parts,
         extra: &Extra,
-    ) -> Result<Response<Body>, BoxError> {
+        deadline: Instant,
+    ) -> Result<Response<Body>, Failure> {
         let target = &*self.target;
         if target.dedicated.load(Ordering::Relaxed) >= Self::MAX_DEDICATED {
             drop(lease);
-            let req = Request::from_parts(parts, Body::empty());
-            return self.pooled(req, extra).await;
+            return self.pooled(parts, Body::empty(), extra, deadline).await;
         }
-        let io = target.connector.clone().call(target.origin.clone()).await?;
-        let conn = h1::Connection::new(io.into_inner(), &target.dedicated);
-        let res = h1::send(conn, &parts, extra, move |conn| lease.release(conn))
-            .await
-            .map_err(h1::SendError::into_io)?;
+        let connect = target.connector.clone().call(target.origin.clone());
+        let io = match tokio::time::timeout_at(deadline, connect).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => return Err(Failure::unreachable(&e)),
+            Err(_) => return Err(Failure::Timeout),
+        };
+        let conn = h1::Connection::new(io.into_inner(), &target.dedicated, deadline);
+        let reuse = move |conn| lease.release(conn);
+        let res = h1::send(conn, parts, extra, deadline, reuse).await?;
         Ok(res.map(Body::new))
     }
 
-    /// Through the shared pool, which wants the absolute URI and the added headers in the map.
+    /// Through the shared pool, which takes a request of its own: the absolute URI, the
+    /// request's headers (copied: `parts` keeps what a failure's answer needs) and the added
+    /// ones. Its extensions stay behind: hyper's client reads none.
     async fn pooled(
         &self,
-        mut req: Request<Body>,
+        parts: &http::request::Parts,
+        body: Body,
         extra: &Extra,
-    ) -> Result<Response<Body>, BoxError> {
+        deadline: Instant,
+    ) -> Result<Response<Body>, Failure> {
         let target = &*self.target;
-        let headers = req.headers_mut();
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.version_mut() = parts.version;
+        let mut headers = parts.headers.clone();
         extra.each(|name, value| {
             headers.insert(name.clone(), value.clone());
         });
-        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        *req.headers_mut() = headers;
+        let mut uri = parts.uri.clone().into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
         *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-        Ok(target.client.request(req).await?.map(Body::new))
+        match tokio::time::timeout_at(deadline, target.client.request(req)).await {
+            Ok(Ok(res)) => Ok(res.map(Body::new)),
+            Ok(Err(e)) => Err(Failure::unreachable(&e)),
+            Err(_) => Err(Failure::Timeout),
+        }
     }
 
+    /// The request as it goes upstream: origin-form URI under the base path, headers scrubbed,
+    /// and the headers the proxy adds; or the refusal of an identity that cannot be forwarded.
     #[allow(clippy::result_large_err)]
     fn upstream_request(
         &self,
         req: Request<Body>,
-        downstream: Option<&Downstream>,
-    ) -> Result<(Request<Body>, Extra), Response<Body>> {
+    ) -> Result<(http::request::Parts, Body, Extra), Response<Body>> {
         let (mut parts, body) = req.into_parts();
         let target = &*self.target;
         let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -361,7 +369,7 @@ impl Proxy {
         } else {
             None
         };
-        let peer = match downstream {
+        let peer = match parts.extensions.get::<Downstream>() {
             Some(d) => Some(d.0.peer.clone()),
             None => parts
                 .extensions
@@ -409,7 +417,7 @@ impl Proxy {
             }
             extra.identity = Some(identity);
         }
-        Ok((Request::from_parts(parts, body), extra))
+        Ok((parts, body, extra))
     }
 }
 
@@ -464,8 +472,6 @@ impl IdentityOf {
         }
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the proxy keeps for one downstream connection: the peer's address as an
 /// `x-forwarded-for` value, and the upstream connection reused between its requests.
@@ -668,6 +674,15 @@ fn scrub(headers: &mut HeaderMap, what: Scrub) -> Scrubbed {
     seen
 }
 
+impl From<h1::SendError> for Failure {
+    fn from(e: h1::SendError) -> Self {
+        match e {
+            h1::SendError::Closed(e) | h1::SendError::Failed(e) => Self::unreachable(&e),
+            h1::SendError::TimedOut => Self::Timeout,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Failure {
     Unreachable,
@@ -675,6 +690,12 @@ enum Failure {
 }
 
 impl Failure {
+    /// The upstream could not be reached, or its answer read, because of `error` (logged).
+    fn unreachable(error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(target: "portcullis::proxy", error = %error, "upstream request failed");
+        Self::Unreachable
+    }
+
     fn code(self) -> &'static str {
         match self {
             Self::Unreachable => "upstream_unreachable",
@@ -736,7 +757,7 @@ mod tests {
 
     use super::*;
 
-    /// An upstream that counts the connections it accepts. `/slow` answers after 300 ms; after
+    /// An upstream that counts the connections it accepts. `…/slow` answers after 300 ms; after
     /// `close` is set, the next answer ends its connection (`Connection: close`).
     struct Upstream {
         url: url::Url,
@@ -752,7 +773,7 @@ mod tests {
             let app = Router::new().fallback(move |uri: Uri| {
                 let closing = closing.clone();
                 async move {
-                    if uri.path() == "/slow" {
+                    if uri.path().ends_with("/slow") {
                         tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                     let mut res = Response::new(Body::from("ok"));
@@ -866,6 +887,74 @@ mod tests {
         // Its state unknown (an answer may still come), that connection is not reused.
         assert_eq!(answer(&proxy, request("/x", &a)).await.0, StatusCode::OK);
         assert_eq!(upstream.connections(), 2);
+    }
+
+    /// Keeps the events it is given.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<AuditEvent>>);
+
+    impl portcullis_core::audit::AuditSink for Recorder {
+        fn record_sensitive(&self, event: AuditEvent) -> portcullis_core::audit::RecordFuture {
+            self.record(event)
+        }
+        fn record(&self, event: AuditEvent) -> portcullis_core::audit::RecordFuture {
+            self.0.lock().unwrap().push(event);
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_audited_with_the_request_s_own_path_id_and_principal() {
+        use portcullis_core::{OrgId, OrgMembership, PrincipalKind, audit::AuditLevel};
+
+        let upstream = Upstream::start().await;
+        let mut behind = upstream.url.clone();
+        behind.set_path("/base/");
+        let proxy = Proxy::new(&behind, Duration::from_millis(100), false);
+        let sink = Arc::new(Recorder::default());
+        let principal = Principal::builder(PrincipalKind::User, "user_a")
+            .org(OrgMembership::new(OrgId::new("org_a").unwrap()))
+            .build();
+        let a = client(1001);
+        let failing = |with: Option<&Downstream>, id: &'static str| {
+            let mut req = Request::get("/slow?q=1")
+                .header("x-request-id", id)
+                .body(Body::empty())
+                .unwrap();
+            if let Some(d) = with {
+                req.extensions_mut().insert(d.clone());
+            }
+            req.extensions_mut()
+                .insert(AuditHandle(sink.clone(), AuditLevel::Decisions));
+            req.extensions_mut().insert(principal.clone());
+            req
+        };
+        // Its own upstream connection, then (no Downstream) the pool: both time out.
+        let (status, body) = answer(&proxy, failing(Some(&a), "rid-own")).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            String::from_utf8_lossy(&body).contains("rid-own"),
+            "{body:?}"
+        );
+        let (status, _) = answer(&proxy, failing(None, "rid-pool")).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        let events = sink.0.lock().unwrap();
+        assert_eq!(events.len(), 2);
+        for (event, id) in events.iter().zip(["rid-own", "rid-pool"]) {
+            assert_eq!(event.action, "proxy.upstream_failed");
+            assert_eq!(event.reason.as_deref(), Some("upstream_timeout"));
+            let request = event.request.as_ref().unwrap();
+            // The path the client asked for, not the upstream's.
+            assert_eq!(
+                (
+                    request.id.as_str(),
+                    request.method.as_str(),
+                    request.path.as_str()
+                ),
+                (id, "GET", "/slow")
+            );
+            assert_eq!(event.actor.as_ref().unwrap().id, "user_a");
+        }
     }
 
     /// The next request head a raw test upstream reads (up to its empty line); `None` when the
