@@ -1,5 +1,5 @@
 //! HTTP/1.1 on the wire, as the downstream connection loop and the upstream client both need
-//! it: socket reads and writes, and the elements of a header value.
+//! it: socket reads and writes, waits against a deadline, and the elements of a header value.
 
 use std::{
     io,
@@ -10,7 +10,10 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::net::TcpStream;
+use tokio::{
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 
 /// Header map room beyond a parsed message's own headers, for those the gateway adds
 /// (`x-request-id`) without growing the map.
@@ -45,6 +48,27 @@ pub(crate) fn poll_read_more(
         buf.reserve(READ_CHUNK);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// `poll` once it is ready; `None` once `deadline` has passed. One timer serves a connection's
+/// successive waits: set for an earlier deadline, it is re-armed for this one when it fires, so
+/// that a wait costs a clock read, not a timer registration.
+pub(crate) fn within<T>(
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+    poll: Poll<T>,
+) -> Poll<Option<T>> {
+    if let Poll::Ready(value) = poll {
+        return Poll::Ready(Some(value));
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 /// The comma-separated elements of a header value, trimmed, empty ones skipped.

@@ -61,7 +61,7 @@ use tower::Service;
 
 use crate::{
     proxy::Downstream,
-    wire::{header_map, invalid, poll_read_more, range_in, tokens, write_all},
+    wire::{header_map, invalid, poll_read_more, range_in, tokens, within, write_all},
 };
 
 #[cfg(test)]
@@ -248,17 +248,8 @@ impl Connection {
                 if shared.stopping() {
                     return Poll::Ready(None);
                 }
-                if let Poll::Ready(read) = poll_read_more(&mut self.io, &mut self.read, cx) {
-                    return Poll::Ready(Some(read));
-                }
-                // The timer was set for an earlier wait: re-armed until this one's deadline.
-                while timer.as_mut().poll(cx).is_ready() {
-                    if Instant::now() >= deadline {
-                        return Poll::Ready(None);
-                    }
-                    timer.as_mut().reset(deadline);
-                }
-                Poll::Pending
+                let read = poll_read_more(&mut self.io, &mut self.read, cx);
+                within(timer.as_mut(), deadline, cx, read)
             })
             .await;
             match read {

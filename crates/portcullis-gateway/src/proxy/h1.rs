@@ -39,7 +39,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use crate::wire::{header_map, invalid, poll_read_more, range_in, tokens, write_all};
+use crate::wire::{header_map, invalid, poll_read_more, range_in, tokens, within, write_all};
 
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
@@ -74,26 +74,6 @@ impl Connection {
             _open: Open(open.clone()),
         }
     }
-}
-
-/// `poll` once it is ready; `None` once `deadline` has passed. The timer may be set for an
-/// earlier deadline: when it fires, it is re-armed for this one.
-fn within<T>(
-    timer: &mut Pin<Box<Sleep>>,
-    deadline: Instant,
-    cx: &mut Context<'_>,
-    poll: Poll<T>,
-) -> Poll<Option<T>> {
-    if let Poll::Ready(value) = poll {
-        return Poll::Ready(Some(value));
-    }
-    while timer.as_mut().poll(cx).is_ready() {
-        if Instant::now() >= deadline {
-            return Poll::Ready(None);
-        }
-        timer.as_mut().reset(deadline);
-    }
-    Poll::Pending
 }
 
 impl Connection {
@@ -159,7 +139,7 @@ where
         let mut write = pin!(write_all(&conn.io, &conn.write));
         poll_fn(|cx| {
             let written = write.as_mut().poll(cx);
-            within(&mut conn.timer, deadline, cx, written)
+            within(conn.timer.as_mut(), deadline, cx, written)
         })
         .await
     };
@@ -200,7 +180,7 @@ where
         }
         let read = poll_fn(|cx| {
             let read = poll_read_more(&mut conn.io, &mut conn.read, cx);
-            within(&mut conn.timer, deadline, cx, read)
+            within(conn.timer.as_mut(), deadline, cx, read)
         });
         match read.await.ok_or(SendError::TimedOut)? {
             Ok(0) if !received_any && conn.read.is_empty() => {
