@@ -366,12 +366,6 @@ impl fmt::Display for RequestId {
     }
 }
 
-impl From<RequestId> for HeaderValue {
-    fn from(id: RequestId) -> Self {
-        id.0
-    }
-}
-
 /// A configuration value that is missing or invalid; the message names the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {

@@ -676,9 +676,26 @@ mod tests {
         ),
         SendError,
     > {
+        roundtrip_by(conn, parts, in_a_while()).await
+    }
+
+    /// [`roundtrip`], with the response head due by `deadline`.
+    async fn roundtrip_by(
+        conn: Connection,
+        parts: &Parts,
+        deadline: Instant,
+    ) -> Result<
+        (
+            StatusCode,
+            HeaderMap,
+            Result<Bytes, io::Error>,
+            Option<Connection>,
+        ),
+        SendError,
+    > {
         let returned: Returned = Arc::default();
         let back = returned.clone();
-        let res = send(conn, parts, &extra(), in_a_while(), move |conn| {
+        let res = send(conn, parts, &extra(), deadline, move |conn| {
             *back.lock().unwrap() = Some(conn);
         })
         .await?;
@@ -966,27 +983,14 @@ mod tests {
         let io = TcpStream::connect(addr).await.unwrap();
         let first = Instant::now() + Duration::from_millis(50);
         let conn = Connection::new(io, &Arc::new(AtomicUsize::new(0)), first);
-        let roundtrip_by = |conn, deadline| {
-            let returned: Returned = Arc::default();
-            let back = returned.clone();
-            let get = get.clone();
-            async move {
-                let res = send(conn, &get, &extra(), deadline, move |conn| {
-                    *back.lock().unwrap() = Some(conn);
-                })
-                .await?;
-                let status = res.status();
-                drop(res);
-                let conn = returned.lock().unwrap().take();
-                Ok::<_, SendError>((status, conn))
-            }
-        };
-        let (status, conn) = roundtrip_by(conn, first).await.unwrap();
+        let (status, _, _, conn) = roundtrip_by(conn, &get, first).await.unwrap();
         assert_eq!(status, StatusCode::OK);
         // The first deadline passes (its timer fires) while the connection is idle.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let later = Instant::now() + Duration::from_secs(5);
-        let (status, conn) = roundtrip_by(conn.expect("reusable"), later).await.unwrap();
+        let (status, _, _, conn) = roundtrip_by(conn.expect("reusable"), &get, later)
+            .await
+            .unwrap();
         assert_eq!(
             status,
             StatusCode::OK,
@@ -994,7 +998,7 @@ mod tests {
         );
         // A deadline before the timer's: the timer is brought forward.
         let soon = Instant::now() + Duration::from_millis(5);
-        let res = roundtrip_by(conn.expect("reusable"), soon).await;
+        let res = roundtrip_by(conn.expect("reusable"), &get, soon).await;
         assert!(matches!(res, Err(SendError::TimedOut)), "{res:?}");
         assert!(Instant::now() < later, "answered by the earlier deadline");
     }
