@@ -662,12 +662,9 @@ mod tests {
         Connection::new(io, &Arc::new(AtomicUsize::new(0)), in_a_while())
     }
 
-    /// Send `parts` on `conn`; the status, headers and whole body, and whether the connection
-    /// came back for reuse.
-    async fn roundtrip(
-        conn: Connection,
-        parts: &Parts,
-    ) -> Result<
+    /// The status, headers and whole body of a response, and the connection if it came back for
+    /// reuse.
+    type Roundtrip = Result<
         (
             StatusCode,
             HeaderMap,
@@ -675,24 +672,16 @@ mod tests {
             Option<Connection>,
         ),
         SendError,
-    > {
+    >;
+
+    /// Send `parts` on `conn`; the status, headers and whole body, and whether the connection
+    /// came back for reuse.
+    async fn roundtrip(conn: Connection, parts: &Parts) -> Roundtrip {
         roundtrip_by(conn, parts, in_a_while()).await
     }
 
     /// [`roundtrip`], with the response head due by `deadline`.
-    async fn roundtrip_by(
-        conn: Connection,
-        parts: &Parts,
-        deadline: Instant,
-    ) -> Result<
-        (
-            StatusCode,
-            HeaderMap,
-            Result<Bytes, io::Error>,
-            Option<Connection>,
-        ),
-        SendError,
-    > {
+    async fn roundtrip_by(conn: Connection, parts: &Parts, deadline: Instant) -> Roundtrip {
         let returned: Returned = Arc::default();
         let back = returned.clone();
         let res = send(conn, parts, &extra(), deadline, move |conn| {
