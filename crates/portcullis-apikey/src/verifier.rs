@@ -6,12 +6,12 @@ use std::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use portcullis_core::{
     AuthError, CredentialId, OrgId, OrgMembership, Principal, PrincipalKind, ScopeSet,
-    Verification, VerifyCredential,
+    Verification, VerifyCredential, clock,
 };
 
 use crate::{
@@ -218,7 +218,7 @@ impl ApiKeyVerifier {
             .format
             .parse(key.expose())
             .expect("a generated key parses");
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let record = ApiKeyRecord {
             id: new_key_id().into(),
             org: org.clone(),
@@ -262,7 +262,7 @@ impl ApiKeyVerifier {
     /// Revoke key `id` of `org`: refused from the very next request in this process. Returns
     /// whether `org` had such a key.
     pub async fn revoke(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
-        match self.0.store.revoke(org, id, unix_now()).await? {
+        match self.0.store.revoke(org, id, clock::unix_seconds()).await? {
             Some(digest) => {
                 self.evict(&digest).await;
                 Ok(true)
@@ -380,7 +380,7 @@ impl Inner {
 
     fn decide(entry: &Entry) -> Result<Principal, AuthError> {
         let (record, principal, mark) = entry.found.as_ref().ok_or(INVALID)?;
-        let now = unix_now();
+        let now = clock::unix_seconds();
         if record.revoked_at.is_some() || now >= record.expires_at {
             return Err(INVALID);
         }
@@ -556,12 +556,6 @@ fn new_key_id() -> String {
     // 248 of 256 byte values map evenly; the tiny bias is irrelevant for an identifier.
     id.extend(bytes.iter().map(|b| ALPHABET[usize::from(*b) % 62] as char));
     id
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl fmt::Debug for ApiKeyVerifier {

@@ -329,13 +329,18 @@ impl RequestId {
     /// A fresh UUIDv7.
     ///
     /// Ids are ordered within a thread (a counter per thread, not uuid's process-wide lock
-    /// that every request would take).
+    /// that every request would take), and stamped with the [coarse clock](crate::clock).
     pub fn generate() -> Self {
         use uuid::timestamp::context::{ContextV7, ThreadLocalContext};
         thread_local! {
             static CONTEXT: ContextV7 = const { ContextV7::new() };
         }
-        let id = uuid::Uuid::new_v7(uuid::Timestamp::now(ThreadLocalContext::new(&CONTEXT)));
+        let now = crate::clock::since_epoch();
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            ThreadLocalContext::new(&CONTEXT),
+            now.as_secs(),
+            now.subsec_nanos(),
+        ));
         let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
         let text = id.hyphenated().encode_lower(&mut buf);
         Self(HeaderValue::from_str(text).expect("a hyphenated UUID is a header value"))

@@ -12,10 +12,12 @@
 //! - [`VerifyCredential`]: what the authentication layer asks a JWT or API-key verifier.
 //! - axum extractors for [`Principal`], [`OrgId`] and [`Scopes`].
 //! - [`audit`]: the event schema and the [`AuditSink`](audit::AuditSink) every part hands events to.
+//! - [`clock`]: the coarse clock the request path reads.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 mod bearer;
+pub mod clock;
 mod error;
 mod extract;
 mod org;

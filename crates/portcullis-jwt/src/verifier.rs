@@ -7,14 +7,14 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use moka::sync::Cache;
 use portcullis_core::{
     Actor, AuthError, ConfigError, CredentialId, FactorAge, OrgId, OrgMembership, Permissions,
-    Principal, PrincipalKind, ScopePolicy, Verification, VerifyCredential,
+    Principal, PrincipalKind, ScopePolicy, Verification, VerifyCredential, clock,
 };
 
 use crate::{
@@ -171,7 +171,7 @@ impl VerifyCredential for JwtVerifier {
             return Verification::Ready(remembered);
         }
         let shared = &self.0;
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let hash = shared.cache_key(token.as_bytes());
         match shared.check(token, now, true) {
             Step::Done(result) => Verification::Ready(shared.remember(hash, token, result)),
@@ -181,7 +181,7 @@ impl VerifyCredential for JwtVerifier {
                 Verification::Pending(Box::pin(async move {
                     let shared = &this.0;
                     shared.refresh(issuer, seen).await?;
-                    match shared.check(&token, unix_now(), false) {
+                    match shared.check(&token, clock::unix_seconds(), false) {
                         Step::Done(result) => shared.remember(hash, &token, result),
                         Step::Fetch { .. } => Err(AuthError::unavailable("jwks")),
                     }
@@ -207,12 +207,14 @@ impl VerifyCredential for JwtVerifier {
         {
             return None;
         }
-        Some(if unix_now() < hit.exp.saturating_add(shared.leeway) {
-            Ok(hit.principal.clone())
-        } else {
-            cache.remove(&hash);
-            Err(AuthError::invalid_token("the access token expired"))
-        })
+        Some(
+            if clock::unix_seconds() < hit.exp.saturating_add(shared.leeway) {
+                Ok(hit.principal.clone())
+            } else {
+                cache.remove(&hash);
+                Err(AuthError::invalid_token("the access token expired"))
+            },
+        )
     }
 }
 
@@ -654,12 +656,6 @@ fn nesting_within(json: &[u8], max: usize) -> bool {
         }
     }
     true
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl fmt::Debug for JwtVerifier {

@@ -1,13 +1,9 @@
 //! The in-memory revocation list, checked on every request.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-use portcullis_core::{AuthError, Principal, PrincipalKind};
+use portcullis_core::{AuthError, Principal, PrincipalKind, clock};
 
 /// What a revocation applies to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -135,12 +131,6 @@ impl Snapshot {
 #[derive(Clone, Debug, Default)]
 pub struct RevocationList(Arc<ArcSwap<Snapshot>>);
 
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl RevocationList {
     /// An empty list.
     pub fn new() -> Self {
@@ -154,7 +144,7 @@ impl RevocationList {
         if snapshot.len == 0 || principal.kind() != PrincipalKind::User {
             return Ok(());
         }
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let iat = principal.issued_at();
         if let Some(sid) = principal.session_id()
             && snapshot
@@ -188,7 +178,7 @@ impl RevocationList {
 
     /// Replace everything (a full reload from the store).
     pub fn replace(&self, entries: impl IntoIterator<Item = Revocation>) {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         self.0.store(Arc::new(Snapshot::from_entries(
             entries.into_iter().filter(|r| r.expires_at > now),
         )));
@@ -197,7 +187,7 @@ impl RevocationList {
     /// Add or replace one revocation.
     pub fn insert(&self, revocation: Revocation) {
         self.0.rcu(|current| {
-            let now = unix_now();
+            let now = clock::unix_seconds();
             let entries = current
                 .entries()
                 .filter(|r| r.target != revocation.target && r.expires_at > now)
@@ -254,14 +244,14 @@ mod tests {
         Revocation {
             target,
             not_before,
-            expires_at: unix_now() + 60,
+            expires_at: clock::unix_seconds() + 60,
             reason: "test".into(),
         }
     }
 
     #[test]
     fn each_kind_refuses_what_it_covers() {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let list = RevocationList::new();
         assert!(list.check(&alice("sess_1", now)).is_ok());
 
@@ -291,7 +281,7 @@ mod tests {
 
     #[test]
     fn expired_entries_refuse_nothing_and_service_accounts_are_not_covered() {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let list = RevocationList::new();
         list.replace([Revocation {
             target: Target::User("user_alice".into()),

@@ -7,11 +7,11 @@ use std::{
 };
 
 use portcullis_apikey::{SqlStore, StoreError};
-use portcullis_core::{Principal, PrincipalKind};
+use portcullis_core::{Principal, PrincipalKind, clock};
 use sqlx::{AssertSqlSafe, Row, postgres::PgListener};
 use tokio::task::JoinHandle;
 
-use crate::list::{Revocation, RevocationList, Target, unix_now};
+use crate::list::{Revocation, RevocationList, Target};
 
 const MIGRATION: &str = include_str!("../migrations/0001_revocation.sql");
 
@@ -75,7 +75,7 @@ impl RevocationStore {
             "SELECT kind, subject, org_id, not_before, expires_at, reason \
              FROM portcullis_revocations WHERE expires_at > ?",
         ))
-        .bind(unix_now())
+        .bind(clock::unix_seconds())
         .fetch_all(self.store.pool())
         .await
         .map_err(db)?;
@@ -118,7 +118,7 @@ impl RevocationStore {
         not_before: Option<i64>,
         reason: &str,
     ) -> Result<Revocation, StoreError> {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let revocation = Revocation {
             target,
             not_before,
@@ -239,7 +239,7 @@ impl RevocationStore {
     /// than a day are purged by [`RevocationStore::purge_expired`] (Svix refuses timestamps
     /// older than five minutes anyway).
     pub async fn first_delivery(&self, message_id: &str) -> Result<bool, StoreError> {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         let inserted = sqlx::query(self.sql(
             "INSERT INTO portcullis_webhook_messages (id, received_at) VALUES (?, ?) \
              ON CONFLICT (id) DO NOTHING",
@@ -266,7 +266,7 @@ impl RevocationStore {
     /// Delete revocations whose tokens have all expired, and webhook message ids older than a
     /// day (the maintenance task does this every minute).
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let now = unix_now();
+        let now = clock::unix_seconds();
         sqlx::query(self.sql("DELETE FROM portcullis_webhook_messages WHERE received_at < ?"))
             .bind(now - 86_400)
             .execute(self.store.pool())
@@ -436,7 +436,7 @@ impl Default for SeenUsers {
 
 impl SeenUsers {
     fn mark(&self, user: &str, org: &str) {
-        let minute = unix_now() / 60 * 60;
+        let minute = clock::unix_seconds() / 60 * 60;
         let key = self.hasher.hash_one((user, org));
         if self.recent.get(&key) == Some(minute) {
             return;

@@ -28,7 +28,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use portcullis_core::audit::{AuditActor, AuditChange, AuditEvent, AuditSink, Outcome};
+use portcullis_core::{
+    audit::{AuditActor, AuditChange, AuditEvent, AuditSink, Outcome},
+    clock,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -113,10 +116,7 @@ async fn reject(state: &ReceiverState, status: StatusCode, reason: &'static str)
 }
 
 async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> Response {
-    let message_id = match state
-        .secret
-        .verify(&headers, &body, crate::list::unix_now())
-    {
+    let message_id = match state.secret.verify(&headers, &body, clock::unix_seconds()) {
         Ok(id) => id,
         Err(e) => {
             let (status, reason) = match e {
@@ -173,7 +173,7 @@ async fn apply(state: &ReceiverState, envelope: &Envelope) -> Result<(), ()> {
         .get("updated_at")
         .and_then(Value::as_i64)
         .or(envelope.timestamp)
-        .map_or_else(crate::list::unix_now, |ms| ms / 1000);
+        .map_or_else(clock::unix_seconds, |ms| ms / 1000);
     let store = &state.store;
     let event = |action: &'static str, user: Option<&str>| {
         let mut e = AuditEvent::new(action, Outcome::Success).sensitive();

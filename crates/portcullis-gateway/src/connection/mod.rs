@@ -51,6 +51,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
+use portcullis_core::clock;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -243,7 +244,8 @@ impl Connection {
                 Next::Partial if self.read.len() < MAX_HEAD => {}
                 _ => return Next::Hyper,
             }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + shared.client_timeout);
+            let deadline = *deadline
+                .get_or_insert_with(|| Instant::from_std(clock::instant()) + shared.client_timeout);
             let read = poll_fn(|cx| {
                 if shared.stopping() {
                     return Poll::Ready(None);

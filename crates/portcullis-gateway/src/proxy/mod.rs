@@ -52,6 +52,7 @@ use hyper_util::{
 use portcullis_core::{
     Principal, RequestId,
     audit::{AuditEvent, AuditHandle, Outcome},
+    clock,
 };
 use tokio::time::Instant;
 use tower::Service;
@@ -184,7 +185,7 @@ impl Proxy {
             Ok(r) => r,
             Err(response) => return response,
         };
-        let deadline = Instant::now() + self.target.timeout;
+        let deadline = Instant::from_std(clock::instant()) + self.target.timeout;
         let failure = match self.send(&parts, body, &extra, deadline).await {
             Ok(mut res) => {
                 scrub(res.headers_mut(), Scrub::Response);
