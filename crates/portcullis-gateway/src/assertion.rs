@@ -20,11 +20,7 @@
 //! one is reused for the same identity for up to half its lifetime: signing stays off the hot
 //! path.
 
-use std::{
-    path::Path,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use aws_lc_rs::{
     digest,
@@ -35,7 +31,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use http::HeaderValue;
-use portcullis_core::{ConfigError, Principal};
+use portcullis_core::{ConfigError, Principal, clock};
 use serde_json::{Value, json};
 
 /// The header that carries the assertion.
@@ -68,12 +64,6 @@ impl std::fmt::Debug for Assertions {
             .field("audience", &self.0.audience)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Assertions {
@@ -133,7 +123,7 @@ impl Assertions {
     /// The assertion for `principal` (whose [`identity_key`] is `identity`), signed now or
     /// reused while it has more than half its lifetime left.
     pub fn header_for(&self, principal: &Principal, identity: &str) -> HeaderValue {
-        let now = now();
+        let now = clock::since_epoch().as_secs();
         if let Some((value, exp)) = self.0.cache.get(identity)
             && exp.saturating_sub(now) > LIFETIME.as_secs() / 2
         {

@@ -4,12 +4,13 @@
 //! `operator` actor (`cli:<--by>`) before they happen; when the sink cannot take them, nothing
 //! happens.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::fmt::Write as _;
 
 use portcullis_apikey::{ApiKeyRecord, CreateError};
 use portcullis_core::{
     OrgId, Scope, ScopeSet,
     audit::{AuditActor, AuditEvent, AuditSink, Outcome, rfc3339},
+    clock,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -69,12 +70,6 @@ pub(crate) fn operator_event(
     event
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// `keys create`: prints the key once, then its record as JSON.
 pub async fn create(
     config: &Config,
@@ -129,8 +124,11 @@ pub async fn create(
                 println!("{}", created.key.expose());
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&KeyView::of(&created.record, now()))
-                        .expect("a view serializes")
+                    serde_json::to_string_pretty(&KeyView::of(
+                        &created.record,
+                        clock::unix_seconds()
+                    ))
+                    .expect("a view serializes")
                 );
                 eprintln!("The key above is shown this once; only its hash is stored.");
                 Ok(())
@@ -152,7 +150,7 @@ pub async fn list(config: &Config, org_id: &str, json_format: bool) -> Result<()
     let result = stores.keys.list(&org).await;
     stores.close().await;
     let records = result.map_err(|e| CliError::failed(format!("key store: {e}")))?;
-    let now = now();
+    let now = clock::unix_seconds();
     if json_format {
         let keys: Vec<_> = records.iter().map(|r| KeyView::of(r, now)).collect();
         println!(
@@ -327,7 +325,7 @@ pub async fn review(
     stores.close().await;
     let mut records = result.map_err(|e| CliError::failed(format!("key store: {e}")))?;
     let users = users.map_err(|e| CliError::failed(format!("store: {e}")))?;
-    let now = now();
+    let now = clock::unix_seconds();
     let users: Vec<UserView> = users
         .into_iter()
         .map(|(user_id, last_seen)| {
