@@ -48,6 +48,8 @@ mod imp {
         time::{Duration, Instant},
     };
 
+    // Through libc (rustix's `use-libc`): libc finds the vDSO as the process was given it,
+    // where rustix's own lookup crashes under valgrind.
     use rustix::time::{ClockId, Timespec, clock_gettime};
 
     fn duration(t: Timespec) -> Duration {
