@@ -2,9 +2,9 @@
 //!
 //! A request through the gateway reads the time several times: the deadlines of its head and of
 //! the upstream's answer, the token's expiry, the last-seen note and its request id. The
-//! precise clocks read the CPU's time-stamp counter, which costs about 55 ns a read in a virtual
+//! precise clocks read the CPU's time-stamp counter, which costs 35 to 55 ns a read in a virtual
 //! machine; the coarse clocks (`CLOCK_REALTIME_COARSE`, `CLOCK_MONOTONIC_COARSE`) return the
-//! time of the last timer tick, about 9 ns a read, and lag by at most one tick (1 to 10 ms,
+//! time of the last timer tick, 5 to 10 ns a read, and lag by at most one tick (1 to 10 ms,
 //! 4 ms on a common kernel). Expiry checks in seconds, deadlines in seconds and ids ordered by
 //! the millisecond do not notice; nginx caches its time the same way. Outside Linux these are
 //! the standard clocks.

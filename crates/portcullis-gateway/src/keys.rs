@@ -121,14 +121,12 @@ pub async fn create(
         )),
         Ok(()) => match stores.keys.store_prepared(prepared).await {
             Ok(created) => {
+                let now = clock::unix_seconds();
                 println!("{}", created.key.expose());
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&KeyView::of(
-                        &created.record,
-                        clock::unix_seconds()
-                    ))
-                    .expect("a view serializes")
+                    serde_json::to_string_pretty(&KeyView::of(&created.record, now))
+                        .expect("a view serializes")
                 );
                 eprintln!("The key above is shown this once; only its hash is stored.");
                 Ok(())
