@@ -3,10 +3,7 @@
 
 mod support;
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use axum::{Router, body::Body, routing::get};
 use http::{Request, StatusCode};
@@ -17,8 +14,8 @@ use portcullis_authz::{OrgContextLayer, RequireScopesLayer};
 use portcullis_core::{
     AuthError, OrgId, OrgMembership, Principal, PrincipalKind, ScopeSet, Verification,
     VerifyCredential,
-    audit::{AuditEvent, AuditSink, AuditUnavailable, RecordFuture},
 };
+use portcullis_test_support::RecordingSink;
 use serde_json::{Value, json};
 use support::{Backend, store};
 use tower::ServiceExt;
@@ -52,30 +49,7 @@ impl VerifyCredential for Users {
     }
 }
 
-/// Keeps events; can be made to refuse them.
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<AuditEvent>>,
-    down: AtomicBool,
-}
-
-impl AuditSink for Recorder {
-    fn record_sensitive(&self, event: AuditEvent) -> RecordFuture {
-        let result = if self.down.load(Ordering::SeqCst) {
-            Err(AuditUnavailable)
-        } else {
-            self.events.lock().unwrap().push(event);
-            Ok(())
-        };
-        Box::pin(std::future::ready(result))
-    }
-    fn record(&self, event: AuditEvent) -> RecordFuture {
-        self.events.lock().unwrap().push(event);
-        Box::pin(std::future::ready(Ok(())))
-    }
-}
-
-fn app(keys: ApiKeyVerifier, audit: Arc<Recorder>) -> Router {
+fn app(keys: ApiKeyVerifier, audit: Arc<RecordingSink>) -> Router {
     let comps = Router::new()
         .route(
             "/orgs/{org}/comps",
@@ -123,7 +97,7 @@ async fn management(backend: Backend, name: &str) {
         KeyHasher::new(1, &[3; 32]).unwrap(),
         store(&backend, name).await,
     );
-    let audit = Arc::new(Recorder::default());
+    let audit = Arc::new(RecordingSink::default());
     let app = app(keys, audit.clone());
     let new = |scopes: Value, days: Value| json!({"name": "ci deploy", "scopes": scopes, "expires_in_days": days});
 
@@ -221,7 +195,7 @@ async fn management(backend: Backend, name: &str) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Audit: creation and revocation, attributed, with no secret anywhere.
-    let events = audit.events.lock().unwrap().clone();
+    let events = audit.events();
     let json = serde_json::to_string(&events).unwrap();
     assert!(!json.contains(&key[6..]), "no plaintext in events");
     let actions: Vec<&str> = events.iter().map(|e| &*e.action).collect();
@@ -244,7 +218,7 @@ async fn audit_outage_fails_closed(backend: Backend, name: &str) {
         KeyHasher::new(1, &[3; 32]).unwrap(),
         store(&backend, name).await,
     );
-    let audit = Arc::new(Recorder::default());
+    let audit = Arc::new(RecordingSink::default());
     let app = app(keys, audit.clone());
     let body = json!({"name": "k", "scopes": ["comps:read"], "expires_in_days": 1});
     let (status, created, _) = send(
@@ -257,7 +231,7 @@ async fn audit_outage_fails_closed(backend: Backend, name: &str) {
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    audit.down.store(true, Ordering::SeqCst);
+    audit.set_down(true);
     let (status, res, _) = send(&app, "POST", "/api/v1/api-keys", "admin-a", Some(body)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{res}");
     let path = format!("/api/v1/api-keys/{}", created["id"].as_str().unwrap());

@@ -31,14 +31,29 @@ pub fn unix_seconds() -> i64 {
     i64::try_from(since_epoch().as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Now, to a timer tick, as an [`Instant`] to compare with `Instant::now()` and to make
-/// deadlines of.
+/// Now, to a timer tick, as an [`Instant`] to compare with `Instant::now()`.
 ///
-/// It may differ from `Instant::now()` by about a tick either way, so a deadline made from it
-/// is not exact to the millisecond. It is the real clock: it does not stop when tokio's test
+/// It may differ from `Instant::now()` by up to a tick either way: make deadlines with
+/// [`deadline`], which allows for it. It is the real clock: it does not stop when tokio's test
 /// clock is paused.
 pub fn instant() -> Instant {
     imp::instant()
+}
+
+/// A deadline `after` from now: never earlier than `Instant::now() + after`, later by at most
+/// two ticks. A timeout made from it never fires early.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// use portcullis_core::clock;
+///
+/// let before = Instant::now();
+/// let deadline = clock::deadline(Duration::from_secs(5));
+/// assert!(deadline >= before + Duration::from_secs(5));
+/// ```
+pub fn deadline(after: Duration) -> Instant {
+    imp::deadline(after)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -64,18 +79,39 @@ mod imp {
         duration(clock_gettime(ClockId::RealtimeCoarse))
     }
 
+    /// `Instant` is opaque: a coarse reading, a precise instant taken just after it, and the
+    /// tick (the coarse clock's resolution).
+    struct Base {
+        coarse: Duration,
+        at: Instant,
+        tick: Duration,
+    }
+
+    fn base() -> &'static Base {
+        static BASE: OnceLock<Base> = OnceLock::new();
+        BASE.get_or_init(|| {
+            let coarse = duration(clock_gettime(ClockId::MonotonicCoarse));
+            Base {
+                coarse,
+                at: Instant::now(),
+                tick: duration(rustix::time::clock_getres(ClockId::MonotonicCoarse)),
+            }
+        })
+    }
+
     pub(super) fn instant() -> Instant {
-        // `Instant` is opaque: one precise instant and the coarse clock's reading at the same
-        // moment, then the coarse clock's progress since.
-        static BASE: OnceLock<(Instant, Duration)> = OnceLock::new();
-        let (at, coarse) = BASE.get_or_init(|| {
-            (
-                Instant::now(),
-                duration(clock_gettime(ClockId::MonotonicCoarse)),
-            )
-        });
+        // The base's precise instant plus the coarse clock's progress since. The base's coarse
+        // reading lags its instant by less than a tick, as the reading now lags the precise
+        // now: so this lies within a tick of `Instant::now()`, either way.
+        let base = base();
         let now = duration(clock_gettime(ClockId::MonotonicCoarse));
-        *at + now.saturating_sub(*coarse)
+        base.at + now.saturating_sub(base.coarse)
+    }
+
+    pub(super) fn deadline(after: Duration) -> Instant {
+        // `instant()` is later than `Instant::now()` less a tick (the base's lag is not
+        // negative: its instant is taken after its coarse reading).
+        instant() + base().tick + after
     }
 }
 
@@ -91,6 +127,10 @@ mod imp {
 
     pub(super) fn instant() -> Instant {
         Instant::now()
+    }
+
+    pub(super) fn deadline(after: Duration) -> Instant {
+        Instant::now() + after
     }
 }
 
@@ -114,6 +154,20 @@ mod tests {
             assert!(precise.abs_diff(since_epoch()) <= tick);
             assert!((unix_seconds() - i64::try_from(precise.as_secs()).unwrap()).abs() <= 1);
             std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    #[test]
+    fn a_deadline_is_never_early() {
+        // Across the phases of the tick: a coarse reading lags by anything up to a tick.
+        for i in 0..200 {
+            let after = Duration::from_millis(400);
+            let before = Instant::now();
+            let deadline = deadline(after);
+            let late = deadline.duration_since(Instant::now() + after);
+            assert!(deadline >= before + after, "early, at try {i}");
+            assert!(late <= Duration::from_millis(20), "{late:?} late");
+            std::thread::sleep(Duration::from_micros(317));
         }
     }
 

@@ -2,52 +2,19 @@
 //! answered 503 and not applied, and Svix's retry of it is applied (not taken for a replay).
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::body::Body;
 use http::{Request, StatusCode};
 use portcullis_apikey::SqlStore;
-use portcullis_core::{
-    OrgId, OrgMembership, Principal, PrincipalKind,
-    audit::{AuditEvent, AuditSink, AuditUnavailable, RecordFuture},
-};
+use portcullis_core::{OrgId, OrgMembership, Principal, PrincipalKind};
 use portcullis_revocation::{RevocationList, RevocationStore, signature::SigningSecret, webhook};
+use portcullis_test_support::RecordingSink;
 use tower::ServiceExt;
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// A sink that refuses everything while `down` is set, and keeps what it took.
-#[derive(Default)]
-struct Sink {
-    down: AtomicBool,
-    events: Mutex<Vec<AuditEvent>>,
-}
-
-impl Sink {
-    fn take(&self, event: AuditEvent) -> RecordFuture {
-        let result = if self.down.load(Ordering::SeqCst) {
-            Err(AuditUnavailable)
-        } else {
-            self.events.lock().unwrap().push(event);
-            Ok(())
-        };
-        Box::pin(std::future::ready(result))
-    }
-}
-
-impl AuditSink for Sink {
-    fn record_sensitive(&self, event: AuditEvent) -> RecordFuture {
-        self.take(event)
-    }
-    fn record(&self, event: AuditEvent) -> RecordFuture {
-        self.take(event)
-    }
-}
 
 fn delivery(id: &str, payload: &str) -> Request<Body> {
     let ts = SystemTime::now()
@@ -76,7 +43,7 @@ async fn an_unaudited_delivery_is_not_applied_and_its_retry_is() {
     )
     .await
     .unwrap();
-    let sink = Arc::new(Sink::default());
+    let sink = Arc::new(RecordingSink::default());
     let app = webhook::router(WHSEC, store.clone(), sink.clone()).unwrap();
     let payload = r#"{"type":"session.ended","object":"event","data":{"id":"sess_1","user_id":"user_1","status":"ended"}}"#;
     let alice = Principal::builder(PrincipalKind::User, "user_1")
@@ -85,7 +52,7 @@ async fn an_unaudited_delivery_is_not_applied_and_its_retry_is() {
         .issued_at(1)
         .build();
 
-    sink.down.store(true, Ordering::SeqCst);
+    sink.set_down(true);
     let res = app
         .clone()
         .oneshot(delivery("msg_1", payload))
@@ -97,7 +64,7 @@ async fn an_unaudited_delivery_is_not_applied_and_its_retry_is() {
         "nothing happened unaudited"
     );
 
-    sink.down.store(false, Ordering::SeqCst);
+    sink.set_down(false);
     let res = app
         .clone()
         .oneshot(delivery("msg_1", payload))
@@ -109,13 +76,7 @@ async fn an_unaudited_delivery_is_not_applied_and_its_retry_is() {
         "Svix's retry is applied"
     );
     assert!(store.list().check(&alice).is_err());
-    assert!(
-        sink.events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.action == "session.ended")
-    );
+    assert!(sink.events().iter().any(|e| e.action == "session.ended"));
 
     let res = app.oneshot(delivery("msg_1", payload)).await.unwrap();
     assert_eq!(

@@ -4,6 +4,13 @@
 //! database `test`). Each test works in a schema of its own, so that tests run in parallel and
 //! a rerun starts clean.
 
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use portcullis_core::audit::{AuditEvent, AuditSink, AuditUnavailable, RecordFuture};
+
 /// The PostgreSQL every test uses.
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -71,4 +78,50 @@ pub async fn node_peer(script: &str, request: &serde_json::Value) -> serde_json:
     let out = child.wait_with_output().await.expect("the peer ends");
     assert!(out.status.success(), "{script} failed");
     serde_json::from_slice(&out.stdout).expect("the peer answers JSON")
+}
+
+/// An audit sink that keeps the events it is given, and refuses every event while it is
+/// [down](Self::set_down), as a sink whose store is unreachable does.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    events: Mutex<Vec<AuditEvent>>,
+    down: AtomicBool,
+}
+
+impl RecordingSink {
+    /// The events taken so far, oldest first.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events
+            .lock()
+            .expect("no test panicked holding it")
+            .clone()
+    }
+
+    /// Refuse (`true`) or take (`false`) the events that follow.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn take(&self, event: AuditEvent) -> RecordFuture {
+        let result = if self.down.load(Ordering::SeqCst) {
+            Err(AuditUnavailable)
+        } else {
+            self.events
+                .lock()
+                .expect("no test panicked holding it")
+                .push(event);
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl AuditSink for RecordingSink {
+    fn record_sensitive(&self, event: AuditEvent) -> RecordFuture {
+        self.take(event)
+    }
+
+    fn record(&self, event: AuditEvent) -> RecordFuture {
+        self.take(event)
+    }
 }

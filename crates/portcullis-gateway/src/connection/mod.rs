@@ -245,7 +245,7 @@ impl Connection {
                 _ => return Next::Hyper,
             }
             let deadline = *deadline
-                .get_or_insert_with(|| Instant::from_std(clock::instant()) + shared.client_timeout);
+                .get_or_insert_with(|| Instant::from_std(clock::deadline(shared.client_timeout)));
             let read = poll_fn(|cx| {
                 if shared.stopping() {
                     return Poll::Ready(None);
@@ -514,14 +514,13 @@ fn http_date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    // The coarse clock: a tick late at most, where the header has a resolution of a second.
+    let now = clock::since_epoch();
+    let second = now.as_secs();
     DATE.with_borrow_mut(|(at, date)| {
         if *at != second || date.is_empty() {
             *at = second;
-            *date = httpdate::fmt_http_date(now);
+            *date = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + now);
         }
         out.extend_from_slice(date.as_bytes());
     });

@@ -185,7 +185,7 @@ impl Proxy {
             Ok(r) => r,
             Err(response) => return response,
         };
-        let deadline = Instant::from_std(clock::instant()) + self.target.timeout;
+        let deadline = Instant::from_std(clock::deadline(self.target.timeout));
         let failure = match self.send(&parts, body, &extra, deadline).await {
             Ok(mut res) => {
                 scrub(res.headers_mut(), Scrub::Response);
@@ -890,20 +890,6 @@ mod tests {
         assert_eq!(upstream.connections(), 2);
     }
 
-    /// Keeps the events it is given.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<AuditEvent>>);
-
-    impl portcullis_core::audit::AuditSink for Recorder {
-        fn record_sensitive(&self, event: AuditEvent) -> portcullis_core::audit::RecordFuture {
-            self.record(event)
-        }
-        fn record(&self, event: AuditEvent) -> portcullis_core::audit::RecordFuture {
-            self.0.lock().unwrap().push(event);
-            Box::pin(std::future::ready(Ok(())))
-        }
-    }
-
     #[tokio::test]
     async fn a_failure_is_audited_with_the_request_s_own_path_id_and_principal() {
         use portcullis_core::{OrgId, OrgMembership, PrincipalKind, audit::AuditLevel};
@@ -912,7 +898,7 @@ mod tests {
         let mut behind = upstream.url.clone();
         behind.set_path("/base/");
         let proxy = Proxy::new(&behind, Duration::from_millis(100), false);
-        let sink = Arc::new(Recorder::default());
+        let sink = Arc::new(portcullis_test_support::RecordingSink::default());
         let principal = Principal::builder(PrincipalKind::User, "user_a")
             .org(OrgMembership::new(OrgId::new("org_a").unwrap()))
             .build();
@@ -939,7 +925,7 @@ mod tests {
         );
         let (status, _) = answer(&proxy, failing(None, "rid-pool")).await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-        let events = sink.0.lock().unwrap();
+        let events = sink.events();
         assert_eq!(events.len(), 2);
         for (event, id) in events.iter().zip(["rid-own", "rid-pool"]) {
             assert_eq!(event.action, "proxy.upstream_failed");
