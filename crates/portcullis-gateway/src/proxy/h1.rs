@@ -21,6 +21,7 @@
 use std::{
     future::{Future, poll_fn},
     io,
+    mem::MaybeUninit,
     pin::{Pin, pin},
     sync::{
         Arc,
@@ -45,8 +46,6 @@ use crate::wire::{header_map, invalid, poll_read_more, range_in, tokens, within,
 const MAX_HEAD: usize = 64 * 1024;
 /// The most headers in a response head.
 const MAX_HEADERS: usize = 100;
-/// Room for headers in a first attempt at parsing a response head.
-const FEW_HEADERS: usize = 16;
 /// The longest chunk-size line or trailer section.
 const MAX_LINE: usize = 4 * 1024;
 
@@ -250,48 +249,28 @@ enum Chunk {
 
 /// The next final (non-1xx) response head in `buf`, taken out of it; `None` when incomplete.
 fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(Head, Framing)>> {
-    // Most heads fit the small array, which is cheaper to set up.
-    match parse_head_within::<FEW_HEADERS>(buf) {
-        Err(HeadError::TooManyHeaders) => parse_head_within::<MAX_HEADERS>(buf),
-        parsed => parsed,
-    }
-    .map_err(|e| match e {
-        HeadError::TooManyHeaders => invalid("the upstream sent too many headers"),
-        HeadError::Io(e) => e,
-    })
-}
-
-enum HeadError {
-    /// More than the array had room for.
-    TooManyHeaders,
-    Io(io::Error),
-}
-
-impl From<io::Error> for HeadError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-/// [`parse_head`] with room for `N` headers.
-fn parse_head_within<const N: usize>(
-    buf: &mut BytesMut,
-) -> Result<Option<(Head, Framing)>, HeadError> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; N];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(buf) {
+        // Room for the most headers, left uninitialised: nothing to set up for a short head.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut headers,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(invalid("the upstream's response head is too large").into());
+                return Err(invalid("the upstream's response head is too large"));
             }
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-            Err(_) => return Err(invalid("the upstream's response head is malformed").into()),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(invalid("the upstream sent too many headers"));
+            }
+            Err(_) => return Err(invalid("the upstream's response head is malformed")),
         };
         let code = parsed.code.unwrap_or_default();
         if code == 101 {
-            return Err(invalid("the upstream switched protocols").into());
+            return Err(invalid("the upstream switched protocols"));
         }
         if (100..200).contains(&code) {
             // Interim: skipped.
@@ -328,7 +307,7 @@ fn parse_head_within<const N: usize>(
                         .and_then(|s| s.parse::<u64>().ok())
                         .ok_or_else(|| invalid("the upstream's Content-Length is invalid"))?;
                     if length.is_some_and(|l| l != n) {
-                        return Err(invalid("the upstream sent conflicting Content-Lengths").into());
+                        return Err(invalid("the upstream sent conflicting Content-Lengths"));
                     }
                     length = Some(n);
                 }
@@ -885,8 +864,8 @@ mod tests {
             head.extend_from_slice(b"\r\nok");
             BytesMut::from(&head[..])
         };
-        // Beyond the first attempt's room, and at the limit.
-        for n in [FEW_HEADERS, FEW_HEADERS + 1, MAX_HEADERS] {
+        // A few, many, and at the limit.
+        for n in [2, 17, MAX_HEADERS] {
             let mut buf = head(n);
             let (head, framing) = parse_head(&mut buf).unwrap().unwrap();
             let headers = head.response.headers();
