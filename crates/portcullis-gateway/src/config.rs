@@ -20,7 +20,7 @@
 //! | `realm` | `PORTCULLIS_REALM` | realm of `WWW-Authenticate` | `portcullis` |
 //! | `org_header` | `PORTCULLIS_ORG_HEADER` | a request header that, when sent, must name the principal's org | none |
 //! | `upstream_timeout_secs` | `PORTCULLIS_UPSTREAM_TIMEOUT_SECS` | wait for the upstream's response head (504 after) | `30` |
-//! | `client_timeout_secs` | `PORTCULLIS_CLIENT_TIMEOUT_SECS` | wait for a client's request head, also the next one on a kept-alive HTTP/1.1 connection (the connection is closed after) | `30` |
+//! | `client_timeout_secs` | `PORTCULLIS_CLIENT_TIMEOUT_SECS` | wait for a client's request head, also the next one on a kept-alive HTTP/1.1 connection (the connection is closed after); an HTTP/2 connection with no request in flight that long is shut down gracefully | `30` |
 //! | `forward_credential` | `PORTCULLIS_FORWARD_CREDENTIAL` | also forward `Authorization` | `false` |
 //! | `assertion_key` | `PORTCULLIS_ASSERTION_KEY` | Ed25519 PKCS#8 PEM file: forward a signed `x-portcullis-assertion` ([`assertion`](crate::assertion)) | off |
 //! | `assertion_issuer` | `PORTCULLIS_ASSERTION_ISSUER` | its `iss` | `portcullis-gateway` |

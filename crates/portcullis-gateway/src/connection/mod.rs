@@ -25,7 +25,9 @@
 //! A connection that takes longer than the client timeout to send a request head, or stays
 //! idle that long between requests, is closed, as hyper's `header_read_timeout` does: one
 //! timer per connection, re-armed only when it fires early, so that waiting for a request
-//! costs a clock read, not a timer registration.
+//! costs a clock read, not a timer registration. A connection served by hyper is shut down
+//! gracefully once no request has been in flight on it (until its response body ended) for
+//! the client timeout: hyper's HTTP/2 has no idle timeout of its own.
 
 use std::{
     convert::Infallible,
@@ -36,7 +38,7 @@ use std::{
     pin::{Pin, pin},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime},
@@ -535,10 +537,22 @@ async fn hyper<S: App>(conn: Connection, shared: &Shared<S>) {
         ..
     } = conn;
     let service = shared.service.clone();
+    let activity = Arc::new(Activity::new());
+    let tracked = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().extend(extensions.clone());
-        service.clone().call(req)
+        let active = Active::start(&tracked);
+        let call = service.clone().call(req);
+        async move {
+            let res = call.await?;
+            Ok::<_, Infallible>(res.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _active: active,
+                })
+            }))
+        }
     });
     let io = TokioIo::new(Prefixed {
         prefix: read.freeze(),
@@ -558,10 +572,93 @@ async fn hyper<S: App>(conn: Connection, shared: &Shared<S>) {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
+            () = activity.idle(shared.client_timeout) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         }
     };
     if let Err(e) = result {
         tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The requests in flight on a connection served by hyper, and when the last one ended.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in milliseconds since `opened`.
+    ended: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicU64::new(0),
+        }
+    }
+
+    fn since_opened(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Done once the connection has had no request in flight for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        let mut wake = self.opened + timeout;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            let ended = self.opened + Duration::from_millis(self.ended.load(Ordering::SeqCst));
+            if self.in_flight.load(Ordering::SeqCst) == 0 && Instant::now() >= ended + timeout {
+                return;
+            }
+            // Busy, or busy since: look again a timeout after the later of now and the end.
+            wake = Instant::now().max(ended) + timeout;
+        }
+    }
+}
+
+/// A request in flight, from its call until its response body is dropped.
+struct Active(Arc<Activity>);
+
+impl Active {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.ended.store(self.0.since_opened(), Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request [`Active`] until it is dropped.
+struct Tracked {
+    body: Body,
+    _active: Active,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -325,6 +325,27 @@ async fn what_is_not_served_here_is_served_by_hyper() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_client_timeout() {
+    let server = Server::start(Duration::from_millis(200)).await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Body>();
+    // A request in flight for longer than the timeout is not cut short...
+    let uri: Uri = format!("http://{}/slow", server.addr).parse().unwrap();
+    let res = client.get(uri).await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "slow");
+    // ...and the connection, idle since, is closed a timeout later.
+    let started = std::time::Instant::now();
+    assert!(server.drained(Duration::from_secs(2)).await);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
 async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     let server = Server::start(Duration::from_secs(30)).await;
     let mut idle = server.connect().await;
