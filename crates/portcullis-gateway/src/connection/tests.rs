@@ -310,35 +310,39 @@ async fn what_is_not_served_here_is_served_by_hyper() {
         assert!(text.contains(" 200 OK\r\n"), "{text}");
     }
 
-    // HTTP/2 with prior knowledge.
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    assert_eq!(
+        h2_get(&h2_client(), &server, "/peer").await,
+        "127.0.0.1 true"
+    );
+}
+
+/// An HTTP/2 client (prior knowledge): one connection, kept while the client lives.
+type H2Client =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+fn h2_client() -> H2Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
-        .build_http::<Body>();
-    let uri: Uri = format!("http://{}/peer", server.addr).parse().unwrap();
+        .build_http()
+}
+
+/// The body of `client`'s GET of `path`, over HTTP/2.
+async fn h2_get(client: &H2Client, server: &Server, path: &str) -> Bytes {
+    let uri: Uri = format!("http://{}{path}", server.addr).parse().unwrap();
     let res = client.get(uri).await.unwrap();
     assert_eq!(res.version(), Version::HTTP_2);
-    let body = http_body_util::BodyExt::collect(res.into_body())
+    http_body_util::BodyExt::collect(res.into_body())
         .await
         .unwrap()
-        .to_bytes();
-    assert_eq!(body, "127.0.0.1 true");
+        .to_bytes()
 }
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_client_timeout() {
     let server = Server::start(Duration::from_millis(200)).await;
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Body>();
     // A request in flight for longer than the timeout is not cut short...
-    let uri: Uri = format!("http://{}/slow", server.addr).parse().unwrap();
-    let res = client.get(uri).await.unwrap();
-    assert_eq!(res.version(), Version::HTTP_2);
-    let body = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    assert_eq!(body, "slow");
+    let client = h2_client();
+    assert_eq!(h2_get(&client, &server, "/slow").await, "slow");
     // ...and the connection, idle since, is closed a timeout later.
     let started = std::time::Instant::now();
     assert!(server.drained(Duration::from_secs(2)).await);
