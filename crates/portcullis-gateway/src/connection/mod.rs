@@ -610,11 +610,15 @@ impl Activity {
         loop {
             tokio::time::sleep_until(wake).await;
             let ended = self.opened + Duration::from_millis(self.ended.load(Ordering::SeqCst));
-            if self.in_flight.load(Ordering::SeqCst) == 0 && Instant::now() >= ended + timeout {
+            wake = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                // Busy: look again a timeout from now.
+                Instant::now() + timeout
+            } else if Instant::now() >= ended + timeout {
                 return;
-            }
-            // Busy, or busy since: look again a timeout after the later of now and the end.
-            wake = Instant::now().max(ended) + timeout;
+            } else {
+                // Busy since: a timeout after the last request ended.
+                ended + timeout
+            };
         }
     }
 }
