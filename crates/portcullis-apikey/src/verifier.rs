@@ -64,11 +64,19 @@ struct Inner {
 
 struct Entry {
     found: Option<(ApiKeyRecord, Principal, Arc<UseMark>)>,
+    /// From the coarse clock, as its age is read on every request.
     loaded_at: Instant,
     generation: u64,
     /// The store failed: not a load but the answer to the requests that waited for one, with
     /// the entry it was to replace.
     failed: Option<Option<Arc<Self>>>,
+}
+
+impl Entry {
+    /// How long ago it was loaded, to a timer tick.
+    fn age(&self) -> Duration {
+        clock::instant().saturating_duration_since(self.loaded_at)
+    }
 }
 
 /// When a key was last used (Unix seconds rounded down to the minute), and what was written.
@@ -359,7 +367,7 @@ impl Inner {
         if entry.failed.is_some() || self.outdated(digest, entry) {
             return Usable::No;
         }
-        let age = entry.loaded_at.elapsed();
+        let age = entry.age();
         match &entry.found {
             Some(_) if age < self.fresh => Usable::Fresh,
             Some(_) if age < self.stale => Usable::Stale,
@@ -425,7 +433,7 @@ impl Inner {
                 let mark = self.use_mark(&r.id);
                 (r, p, mark)
             }),
-            loaded_at: Instant::now(),
+            loaded_at: clock::instant(),
             generation,
             failed: None,
         })
@@ -474,7 +482,7 @@ impl Inner {
                     // request asks the store again.
                     let failed = Arc::new(Entry {
                         found: None,
-                        loaded_at: Instant::now(),
+                        loaded_at: clock::instant(),
                         generation: 0,
                         failed: Some(stale.clone()),
                     });
@@ -497,7 +505,7 @@ impl Inner {
         match stale {
             Some(entry)
                 if entry.found.is_some()
-                    && entry.loaded_at.elapsed() < self.stale
+                    && entry.age() < self.stale
                     && !self.outdated(digest, entry) =>
             {
                 Self::decide(entry)

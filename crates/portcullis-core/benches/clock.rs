@@ -19,6 +19,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(Instant::now()));
     });
     g.bench_function("clock::instant", |b| b.iter(|| black_box(clock::instant())));
+    g.bench_function("clock::deadline", |b| {
+        b.iter(|| {
+            black_box(clock::deadline(black_box(std::time::Duration::from_secs(
+                30,
+            ))))
+        });
+    });
     g.bench_function("RequestId::generate", |b| {
         b.iter(|| black_box(RequestId::generate()));
     });
