@@ -342,8 +342,13 @@ impl RequestId {
             now.subsec_nanos(),
         ));
         let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut buf);
-        Self(HeaderValue::from_str(text).expect("a hyphenated UUID is a header value"))
+        id.hyphenated().encode_lower(&mut buf);
+        // One allocation that every clone (the forwarded header, the answer's, the audit
+        // event's) shares: copied bytes would take a second one at the first clone.
+        Self(
+            HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+                .expect("a hyphenated UUID is a header value"),
+        )
     }
 
     /// The id as a string.
@@ -461,5 +466,10 @@ mod tests {
         h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has\"quote"));
         assert_ne!(RequestId::from_headers(&h).as_str(), "has\"quote");
         assert_eq!(RequestId::from_headers(&HeaderMap::new()).len(), 36);
+        let made = RequestId::generate();
+        let uuid = uuid::Uuid::parse_str(made.as_str()).expect("a generated id is a UUID");
+        assert_eq!(uuid.get_version_num(), 7);
+        assert_eq!(made.as_str(), uuid.hyphenated().to_string());
+        assert_ne!(made, RequestId::generate());
     }
 }
