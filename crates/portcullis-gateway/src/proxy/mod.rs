@@ -58,6 +58,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::assertion::{ASSERTION, Assertions};
+use crate::wire::tokens;
 
 mod h1;
 
@@ -658,21 +659,30 @@ fn scrub(headers: &mut HeaderMap, what: Scrub) -> Scrubbed {
         headers.remove(header::AUTHORIZATION);
     }
     if others {
-        // Headers named in `Connection` are hop-by-hop too.
-        let named = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::try_from(name.trim()).ok());
-        let doomed: Vec<HeaderName> = named
-            .chain(headers.keys().filter(|name| what.doomed(name)).cloned())
-            .collect();
-        for name in doomed {
+        // The headers `Connection` names are hop-by-hop too (RFC 9110 §7.6.1). A message
+        // usually has one `Connection` line and one doomed name (`Connection` itself): both are
+        // handled without collecting anything.
+        let (first, rest) = first_and_rest(headers.get_all(header::CONNECTION).iter().cloned());
+        for value in first.iter().chain(&rest) {
+            for name in tokens(value.as_bytes()).filter_map(|t| std::str::from_utf8(t).ok()) {
+                // Looked up as a name, not made into one: nothing to allocate, and a token
+                // that is no header name (`close`) finds nothing.
+                headers.remove(name);
+            }
+        }
+        let (first, rest) =
+            first_and_rest(headers.keys().filter(|name| what.doomed(name)).cloned());
+        for name in first.iter().chain(&rest) {
             headers.remove(name);
         }
     }
     seen
+}
+
+/// The first item and the others: the common single item without a `Vec` (an empty one does
+/// not allocate).
+fn first_and_rest<T>(mut items: impl Iterator<Item = T>) -> (Option<T>, Vec<T>) {
+    (items.next(), items.collect())
 }
 
 impl From<h1::SendError> for Failure {
@@ -1055,10 +1065,28 @@ mod tests {
         assert!(!head(body).contains("evil"));
     }
 
+    /// A header map of `fields`, in order.
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in fields {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    /// The names of a header map, sorted.
+    fn names(map: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     #[test]
     fn scrubbing_removes_hop_by_hop_spoofed_and_named_headers() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
+        let mut request = headers(&[
             ("authorization", "Bearer x"),
             ("connection", "keep-alive, x-secret"),
             ("keep-alive", "timeout=5"),
@@ -1067,21 +1095,11 @@ mod tests {
             ("x-portcullis-org", "org_evil"),
             ("x-forwarded-for", "10.0.0.1"),
             ("accept", "*/*"),
-        ] {
-            headers.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        let mut response = headers.clone();
-        let names = |h: &HeaderMap| {
-            let mut names: Vec<String> = h.keys().map(|n| n.as_str().to_owned()).collect();
-            names.sort();
-            names
-        };
-        let seen = scrub(&mut headers, Scrub::Request);
+        ]);
+        let mut response = request.clone();
+        let seen = scrub(&mut request, Scrub::Request);
         assert!(seen.forwarded_for);
-        assert_eq!(names(&headers), ["accept", "x-forwarded-for"]);
+        assert_eq!(names(&request), ["accept", "x-forwarded-for"]);
 
         // A response loses only hop-by-hop headers and those `Connection` names.
         scrub(&mut response, Scrub::Response);
@@ -1096,9 +1114,32 @@ mod tests {
             ]
         );
 
-        let mut kept = HeaderMap::new();
-        kept.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        let mut kept = headers(&[("authorization", "Bearer x")]);
         scrub(&mut kept, Scrub::RequestKeepingCredential);
         assert!(kept.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn scrubbing_follows_every_connection_line_and_removes_every_doomed_name() {
+        let mut request = headers(&[
+            ("connection", "close"),
+            ("connection", " X-First ,, x-second, not a name"),
+            ("connection", "x-third"),
+            ("x-first", "1"),
+            ("x-second", "2"),
+            ("x-third", "3"),
+            ("x-portcullis-org", "org_evil"),
+            ("x-portcullis-scopes", "everything"),
+            ("x-portcullis-subject", "user_evil"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        scrub(&mut request, Scrub::Request);
+        assert_eq!(names(&request), ["accept"]);
+
+        // The common answer: `Connection: keep-alive`, which names no header present.
+        let mut response = headers(&[("connection", "keep-alive"), ("content-length", "3")]);
+        scrub(&mut response, Scrub::Response);
+        assert_eq!(names(&response), ["content-length"]);
     }
 }
