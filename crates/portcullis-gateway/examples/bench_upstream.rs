@@ -3,8 +3,8 @@
 //!
 //! With `--raw ADDR` it also answers at `ADDR` without axum or hyper: each request head is
 //! parsed by `httparse` into a stack array and answered with fixed bytes, so that what a request
-//! costs it hardly grows with the header lines it carries (axum's costs about a microsecond a
-//! line). The load test's `UPSTREAM=raw` uses it to compare proxies that forward different
+//! costs it hardly grows with the header lines it carries (about 250 instructions a line, where
+//! axum's answer costs 1 000-1 300). The load test's `UPSTREAM=raw` uses it to compare proxies that forward different
 //! headers by their own work.
 //!
 //! `cargo run --release -p portcullis-gateway --example bench_upstream -- 127.0.0.1:9101`
